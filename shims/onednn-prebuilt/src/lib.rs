@@ -1,0 +1,1 @@
+//! Links the prebuilt oneDNN library; see `build.rs`. No Rust API.

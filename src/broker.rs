@@ -1,0 +1,276 @@
+//! RabbitMQ: connection, idempotent topology, consuming, and confirmed publishing.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+
+use crate::config::{redact_url, AmqpConfig};
+
+/// Header set on dead-lettered jobs: the contract error code.
+pub const DEAD_CODE_HEADER: &str = "x-translation-error-code";
+/// Header set on dead-lettered jobs: the human-readable reason.
+pub const DEAD_REASON_HEADER: &str = "x-translation-error";
+
+/// Errors from the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Connecting failed (the URL in the message is redacted).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// Redacted URL.
+        url: String,
+        /// lapin's error.
+        source: lapin::Error,
+    },
+    /// A topology, channel or consume operation failed.
+    #[error("{op} failed: {source}")]
+    Amqp {
+        /// What was being done.
+        op: &'static str,
+        /// lapin's error.
+        source: lapin::Error,
+    },
+    /// The broker ended the consumer (queue deleted, channel or connection closed).
+    #[error("the broker closed the consumer")]
+    ConsumerClosed,
+    /// The broker refused (nacked) a published message.
+    #[error("broker nacked the message published to {0}")]
+    Nacked(String),
+    /// The broker did not confirm a publish in time.
+    #[error("no publisher confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+}
+
+fn amqp(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
+    move |source| BrokerError::Amqp { op, source }
+}
+
+/// How long to wait for a publisher confirm before treating the publish as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One live broker connection with a consuming and a publishing channel.
+///
+/// Publishing uses its own channel in confirm mode so that a flow-controlled or slow
+/// publish never delays deliveries or acks on the consuming channel.
+pub struct Session {
+    /// The connection (closed on drop by lapin).
+    pub connection: Connection,
+    /// Channel with the consumer and its acks.
+    pub consume: Channel,
+    /// Channel in confirm mode for replies and dead letters.
+    pub publish: Channel,
+}
+
+/// Routing key of a language pair on the jobs exchange.
+pub fn routing_key(source: &str, target: &str) -> String {
+    format!("{source}-{target}")
+}
+
+impl Session {
+    /// Connects, declares the topology (idempotently) and sets the prefetch.
+    pub async fn open(cfg: &AmqpConfig, routing_keys: &[String]) -> Result<Self, BrokerError> {
+        let props =
+            ConnectionProperties::default().with_connection_name("translation-worker".into());
+        let connection = Connection::connect(&cfg.url, props)
+            .await
+            .map_err(|source| BrokerError::Connect {
+                url: redact_url(&cfg.url),
+                source,
+            })?;
+        let publish = connection
+            .create_channel()
+            .await
+            .map_err(amqp("channel.open"))?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp("confirm.select"))?;
+        declare_topology(&publish, cfg, routing_keys).await?;
+        let consume = connection
+            .create_channel()
+            .await
+            .map_err(amqp("channel.open"))?;
+        consume
+            .basic_qos(cfg.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(amqp("basic.qos"))?;
+        Ok(Self {
+            connection,
+            consume,
+            publish,
+        })
+    }
+
+    /// Starts consuming the job queue with manual acks.
+    pub async fn consume(&self, queue: &str, tag: &str) -> Result<Consumer, BrokerError> {
+        self.consume
+            .basic_consume(
+                queue.into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("basic.consume"))
+    }
+
+    /// Publishes `body` to `exchange`/`routing_key` and waits for the broker's confirm.
+    pub async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let confirm = self
+            .publish
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .map_err(amqp("basic.publish"))?;
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))?
+            .map_err(amqp("publisher confirm"))?;
+        if confirmation.is_nack() {
+            return Err(BrokerError::Nacked(format!("{exchange}/{routing_key}")));
+        }
+        Ok(())
+    }
+
+    /// Publishes a reply to `reply_to` through the default exchange.
+    pub async fn reply(
+        &self,
+        reply_to: &str,
+        correlation_id: Option<&ShortString>,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            // Persistent, so a durable reply queue keeps replies across a broker restart.
+            .with_delivery_mode(2);
+        if let Some(c) = correlation_id {
+            props = props.with_correlation_id(c.clone());
+        }
+        self.publish_confirmed("", reply_to, body, props).await
+    }
+
+    /// Sends an unanswerable job (no `reply_to`) to the dead-letter exchange with
+    /// headers saying why, keeping its original properties.
+    pub async fn dead_letter(
+        &self,
+        cfg: &AmqpConfig,
+        body: &[u8],
+        original: &BasicProperties,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let mut headers = original.headers().clone().unwrap_or_default();
+        headers.insert(DEAD_CODE_HEADER.into(), AMQPValue::LongString(code.into()));
+        headers.insert(
+            DEAD_REASON_HEADER.into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            "x-original-queue".into(),
+            AMQPValue::LongString(cfg.queue.as_str().into()),
+        );
+        let props = original.clone().with_headers(headers).with_delivery_mode(2);
+        self.publish_confirmed(&cfg.dead_letter, "", body, props)
+            .await
+    }
+
+    /// Closes channels and connection politely (errors are irrelevant at this point).
+    pub async fn close(&self) {
+        let _ = self.consume.close(200, "shutdown".into()).await;
+        let _ = self.publish.close(200, "shutdown".into()).await;
+        let _ = self.connection.close(200, "shutdown".into()).await;
+    }
+}
+
+/// Declares exchanges, queues and bindings. Safe to repeat: declarations with the same
+/// arguments are no-ops. A queue that exists with other arguments (e.g. declared by
+/// hand without the dead-letter exchange) makes the broker refuse with
+/// PRECONDITION_FAILED; the error says so.
+pub async fn declare_topology(
+    ch: &Channel,
+    cfg: &AmqpConfig,
+    routing_keys: &[String],
+) -> Result<(), BrokerError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        cfg.exchange.as_str().into(),
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(amqp("exchange.declare (jobs)"))?;
+    ch.exchange_declare(
+        cfg.dead_letter.as_str().into(),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(amqp("exchange.declare (dead letters)"))?;
+    ch.queue_declare(
+        cfg.dead_letter.as_str().into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(amqp("queue.declare (dead letters)"))?;
+    ch.queue_bind(
+        cfg.dead_letter.as_str().into(),
+        cfg.dead_letter.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(amqp("queue.bind (dead letters)"))?;
+    ch.queue_declare(
+        cfg.queue.as_str().into(),
+        QueueDeclareOptions::durable(),
+        job_queue_arguments(cfg),
+    )
+    .await
+    .map_err(amqp("queue.declare (jobs)"))?;
+    for key in routing_keys {
+        ch.queue_bind(
+            cfg.queue.as_str().into(),
+            cfg.exchange.as_str().into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("queue.bind (jobs)"))?;
+    }
+    Ok(())
+}
+
+/// Arguments of the job queue: messages rejected by the broker (e.g. expired) go to the
+/// dead-letter exchange.
+pub fn job_queue_arguments(cfg: &AmqpConfig) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(cfg.dead_letter.as_str().into()),
+    );
+    args
+}

@@ -1,0 +1,686 @@
+//! Configuration: a TOML file overlaid by `TW_<SECTION>__<KEY>` environment variables.
+//!
+//! Every key has a default, so an empty file (or none) is a valid configuration for
+//! this machine: local RabbitMQ and Redis and the bundled copy test model. Start-up
+//! fails with a message naming the offending key when a value is missing its mark.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "TW_";
+
+/// Errors met while loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named on the command line.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file named on the command line.
+        path: PathBuf,
+        /// The parser's message (names line and column).
+        message: String,
+    },
+    /// An environment variable names no known key or holds a value of the wrong type.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable, e.g. `TW_AMQP__PREFETCH`.
+        var: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A key is unknown or has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Shape(String),
+    /// A value is out of its allowed range.
+    #[error("invalid configuration: {key} {message}")]
+    Invalid {
+        /// Dotted key, e.g. `batch.max_batch_size`.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole worker configuration. See `config/default.toml` for every key documented.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// RabbitMQ connection and topology.
+    pub amqp: AmqpConfig,
+    /// Redis translation cache.
+    pub redis: RedisConfig,
+    /// The CTranslate2 model and how it runs.
+    pub model: ModelConfig,
+    /// Dynamic batching policy.
+    pub batch: BatchConfig,
+    /// Limits on what a job may carry.
+    pub limits: LimitsConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// AMQP URI, e.g. `amqp://user:pass@host:5672/%2f`. Logged only with the password redacted.
+    pub url: String,
+    /// Durable job queue the worker consumes.
+    pub queue: String,
+    /// Durable direct exchange jobs may be published to, routed by `<source>-<target>`.
+    pub exchange: String,
+    /// Dead-letter exchange and queue (same name) for jobs that cannot be answered.
+    pub dead_letter: String,
+    /// Unacknowledged deliveries the broker may push to this worker at once. It bounds
+    /// in-flight jobs and so memory (prefetch × `limits.max_body_bytes`); it must be
+    /// large enough to fill a batch for every engine replica while others run.
+    pub prefetch: u16,
+    /// First reconnect delay after the broker connection is lost, in milliseconds.
+    pub reconnect_initial_ms: u64,
+    /// Upper bound of the exponential reconnect delay, in milliseconds.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            queue: "translation.jobs".into(),
+            exchange: "translation".into(),
+            dead_letter: "translation.dead".into(),
+            prefetch: 64,
+            reconnect_initial_ms: 200,
+            reconnect_max_ms: 10_000,
+        }
+    }
+}
+
+/// Redis cache settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Use the cache at all.
+    pub enabled: bool,
+    /// Redis URL, e.g. `redis://:pass@host:6379/0`. Logged only with the password redacted.
+    pub url: String,
+    /// Lifetime of a cached translation, in seconds.
+    pub ttl_secs: u64,
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Budget for one cache round trip (lookup or store), in milliseconds. Past it the
+    /// job goes on without the cache.
+    pub timeout_ms: u64,
+    /// After a failure, skip Redis for this long (milliseconds) before trying again, so
+    /// a dead Redis costs no timeout per job.
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: "redis://127.0.0.1:6379".into(),
+            ttl_secs: 30 * 24 * 3600,
+            key_prefix: "tw".into(),
+            timeout_ms: 250,
+            breaker_cooldown_ms: 2_000,
+        }
+    }
+}
+
+/// Model settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// CTranslate2 model directory (with `source.spm`/`target.spm` or `tokenizer.json`).
+    pub path: PathBuf,
+    /// Model id reported in replies; empty means the directory's name.
+    pub id: String,
+    /// Source language the model translates from (routing key and validation).
+    pub source: String,
+    /// Target language the model translates to.
+    pub target: String,
+    /// CTranslate2 compute type: `default`, `auto`, `int8`, `int8_float32`, `int16`, `float32`, ...
+    pub compute_type: String,
+    /// Total CPU threads for inference; 0 means all available cores.
+    pub threads: usize,
+    /// Engine replicas sharing those threads; 0 means one replica per thread, which
+    /// measured fastest on small CPUs (each replica runs its own batch).
+    pub replicas: usize,
+    /// Default beam size (jobs may override it per request).
+    pub beam_size: usize,
+    /// Default maximum output length in tokens (jobs may override it).
+    pub max_decoding_length: usize,
+    /// Source tokens beyond this are truncated by CTranslate2.
+    pub max_input_length: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("tests/fixtures/copy-model"),
+            id: String::new(),
+            source: "ko".into(),
+            target: "en".into(),
+            compute_type: "int8".into(),
+            threads: 0,
+            replicas: 0,
+            beam_size: 1,
+            max_decoding_length: 256,
+            max_input_length: 1024,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The id put in replies: `id`, or the model directory's name.
+    pub fn model_id(&self) -> String {
+        if !self.id.is_empty() {
+            return self.id.clone();
+        }
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    }
+
+    /// `(replicas, threads per replica)` after resolving the `0 = auto` defaults.
+    pub fn threading(&self) -> (usize, usize) {
+        let threads = if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        };
+        let replicas = if self.replicas == 0 {
+            threads
+        } else {
+            self.replicas
+        };
+        (replicas, (threads / replicas).max(1))
+    }
+}
+
+/// Dynamic batching policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch is cut when it holds this many distinct texts.
+    pub max_batch_size: usize,
+    /// ... or when its padded size (texts × longest source in tokens) would pass this.
+    pub max_batch_tokens: usize,
+    /// ... or when its oldest text has waited this long (ms) for a busy engine to free
+    /// a replica. An idle engine never waits.
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 32,
+            max_batch_tokens: 8192,
+            max_wait_ms: 5,
+        }
+    }
+}
+
+/// Limits on a job, enforced before any work.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most texts in one job.
+    pub max_texts: usize,
+    /// Most characters (Unicode scalar values) in one text.
+    pub max_text_chars: usize,
+    /// Largest message body, checked before parsing.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_texts: 128,
+            max_text_chars: 10_000,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, how long (seconds) in-flight jobs may take to finish before the
+    /// worker closes anyway (unanswered jobs are then redelivered by the broker).
+    /// Keep it below Kubernetes' `terminationGracePeriodSeconds`.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_secs: 25,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stdout is not a terminal, human-readable text when it is.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// Logging settings (levels come from `RUST_LOG`, default `info`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `auto`, `json` or `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or defaults when `None`), overlays the process environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_sources(&text, path, std::env::vars())
+    }
+
+    /// Builds a configuration from TOML text and `(name, value)` environment pairs.
+    pub fn from_sources(
+        toml_text: &str,
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file: toml::Table = toml::from_str(toml_text).map_err(|e| ConfigError::Syntax {
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+        // Start from the defaults so env overrides know each key's type.
+        let mut table = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Shape(e.to_string()))?;
+        merge(&mut table, file, "")?;
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        for (var, value) in vars {
+            apply_env(&mut table, &var, &value)?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Shape(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations that types alone do not express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: message.into(),
+                })
+            }
+        }
+        check(
+            self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://"),
+            "amqp.url",
+            "must start with amqp:// or amqps://",
+        )?;
+        check(
+            !self.amqp.queue.is_empty(),
+            "amqp.queue",
+            "must not be empty",
+        )?;
+        check(
+            !self.amqp.exchange.is_empty(),
+            "amqp.exchange",
+            "must not be empty",
+        )?;
+        check(
+            !self.amqp.dead_letter.is_empty(),
+            "amqp.dead_letter",
+            "must not be empty",
+        )?;
+        check(
+            self.amqp.prefetch >= 1,
+            "amqp.prefetch",
+            "must be at least 1",
+        )?;
+        check(
+            self.amqp.reconnect_initial_ms >= 1
+                && self.amqp.reconnect_initial_ms <= self.amqp.reconnect_max_ms,
+            "amqp.reconnect_initial_ms",
+            "must be at least 1 and at most amqp.reconnect_max_ms",
+        )?;
+        check(
+            self.redis.url.starts_with("redis://")
+                || self.redis.url.starts_with("rediss://")
+                || self.redis.url.starts_with("unix://"),
+            "redis.url",
+            "must start with redis://, rediss:// or unix://",
+        )?;
+        check(
+            self.redis.ttl_secs >= 1,
+            "redis.ttl_secs",
+            "must be at least 1",
+        )?;
+        check(
+            self.redis.timeout_ms >= 1,
+            "redis.timeout_ms",
+            "must be at least 1",
+        )?;
+        check(
+            !self.model.source.is_empty(),
+            "model.source",
+            "must not be empty",
+        )?;
+        check(
+            !self.model.target.is_empty(),
+            "model.target",
+            "must not be empty",
+        )?;
+        check(
+            crate::engine::parse_compute_type(&self.model.compute_type).is_some(),
+            "model.compute_type",
+            "must be one of default, auto, int8, int8_float32, int8_float16, int8_bfloat16, int16, float16, bfloat16, float32",
+        )?;
+        check(
+            (1..=16).contains(&self.model.beam_size),
+            "model.beam_size",
+            "must be in 1..=16",
+        )?;
+        check(
+            (1..=1024).contains(&self.model.max_decoding_length),
+            "model.max_decoding_length",
+            "must be in 1..=1024",
+        )?;
+        check(
+            self.model.max_input_length >= 1,
+            "model.max_input_length",
+            "must be at least 1",
+        )?;
+        let (replicas, _) = self.model.threading();
+        let threads = if self.model.threads == 0 {
+            replicas
+        } else {
+            self.model.threads
+        };
+        check(
+            self.model.replicas <= threads.max(1),
+            "model.replicas",
+            "must not exceed model.threads",
+        )?;
+        check(
+            self.batch.max_batch_size >= 1,
+            "batch.max_batch_size",
+            "must be at least 1",
+        )?;
+        check(
+            self.batch.max_batch_tokens >= 1,
+            "batch.max_batch_tokens",
+            "must be at least 1",
+        )?;
+        check(
+            self.limits.max_texts >= 1,
+            "limits.max_texts",
+            "must be at least 1",
+        )?;
+        check(
+            self.limits.max_text_chars >= 1,
+            "limits.max_text_chars",
+            "must be at least 1",
+        )?;
+        check(
+            self.limits.max_body_bytes >= 64,
+            "limits.max_body_bytes",
+            "must be at least 64",
+        )?;
+        Ok(())
+    }
+
+    /// Longest wait of a text in the batcher.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch.max_wait_ms)
+    }
+}
+
+/// Merges `overlay` into `base`; keys unknown to `base` are errors naming the key.
+fn merge(base: &mut toml::Table, overlay: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (key, value) in overlay {
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &dotted)?,
+            (Some(slot), value) => *slot = value,
+            (None, _) => {
+                return Err(ConfigError::Shape(format!("unknown key `{dotted}`")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `TW_SECTION__KEY=value`, parsing the value as the type the key already has.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let rest = &var[ENV_PREFIX.len()..];
+    let Some((section, key)) = rest.split_once("__") else {
+        return Err(err("expected TW_<SECTION>__<KEY>".into()));
+    };
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    let slot = table
+        .get_mut(&section)
+        .and_then(|s| s.as_table_mut())
+        .and_then(|s| s.get_mut(&key))
+        .ok_or_else(|| err(format!("no configuration key `{section}.{key}`")))?;
+    let parsed = match slot {
+        toml::Value::String(_) => toml::Value::String(value.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("expected an integer, got {value:?}")))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("expected a number, got {value:?}")))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("expected true or false, got {value:?}")))?,
+        ),
+        other => {
+            return Err(err(format!(
+                "cannot be set from the environment (a {})",
+                other.type_str()
+            )))
+        }
+    };
+    *slot = parsed;
+    Ok(())
+}
+
+/// Hides the password of a URL (`scheme://user:***@host/...`) for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let after = scheme_end + 3;
+    let authority_end = url[after..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after + i);
+    let authority = &url[after..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // A lone userinfo (`redis://token@host`) is the secret itself.
+                "***".to_string()
+            };
+            format!(
+                "{}{}@{}{}",
+                &url[..after],
+                masked,
+                &authority[at + 1..],
+                &url[authority_end..]
+            )
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_sources("", None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn shipped_default_file_is_valid_and_matches_code_defaults() {
+        let text = include_str!("../config/default.toml");
+        let c = Config::from_sources(text, None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_file_with_typed_values() {
+        let c = Config::from_sources(
+            "[amqp]\nprefetch = 8\n",
+            None,
+            env(&[
+                ("TW_AMQP__PREFETCH", "16"),
+                ("TW_AMQP__QUEUE", "q1"),
+                ("TW_MODEL__SOURCE", "de"),
+                ("TW_REDIS__ENABLED", "false"),
+                ("TW_BATCH__MAX_WAIT_MS", "7"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.amqp.prefetch, 16);
+        assert_eq!(c.amqp.queue, "q1");
+        assert_eq!(c.model.source, "de");
+        assert!(!c.redis.enabled);
+        assert_eq!(c.batch.max_wait_ms, 7);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_sources("", None, env(&[("TW_AMQP__PREFETCH", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TW_AMQP__PREFETCH"), "{e}");
+        let e = Config::from_sources("", None, env(&[("TW_AMQP__NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("amqp.nope"), "{e}");
+        let e = Config::from_sources("[batch]\nmax_batch_sise = 3\n", None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batch.max_batch_sise"), "{e}");
+        let e = Config::from_sources("[batch]\nmax_batch_size = 0\n", None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batch.max_batch_size"), "{e}");
+        let e = Config::from_sources("[amqp]\nprefetch = \"x\"\n", None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefetch"), "{e}");
+        let e = Config::from_sources("", None, env(&[("TW_MODEL__COMPUTE_TYPE", "int3")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.compute_type"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("redis://:p%40ss@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(redact_url("redis://tok@h"), "redis://***@h");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert!(!redact_url("amqps://u:pw@h/v?x=@").contains("pw"));
+    }
+
+    #[test]
+    fn threading_defaults_to_one_thread_per_replica() {
+        let mut m = ModelConfig {
+            threads: 4,
+            ..ModelConfig::default()
+        };
+        assert_eq!(m.threading(), (4, 1));
+        m.replicas = 1;
+        assert_eq!(m.threading(), (1, 4));
+        m.replicas = 2;
+        assert_eq!(m.threading(), (2, 2));
+    }
+}

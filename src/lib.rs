@@ -1,0 +1,26 @@
+//! translation-worker: a RabbitMQ queue in front of CTranslate2, with a Redis cache and
+//! dynamic batching.
+//!
+//! # Layout
+//! - [`config`]: TOML file + `TW_<SECTION>__<KEY>` environment overlay, validation.
+//! - [`protocol`]: wire contract v1: job parsing and limits, replies, error codes.
+//! - [`broker`]: RabbitMQ connection, topology, confirmed publishing (lapin).
+//! - [`cache`]: content-addressed Redis cache with a circuit breaker.
+//! - [`batcher`]: the batching policy (a pure function), the queue task, and one
+//!   engine thread per replica.
+//! - [`engine`]: CTranslate2 model and tokenizer (blocking; used from engine threads).
+//! - [`worker`]: ties them together per delivery; reconnects; graceful drain.
+//! - [`telemetry`]: logging set-up and Prometheus-style metrics.
+//!
+//! Data flow: delivery → [`protocol::parse_job`] → [`cache::Cache::get_many`] → misses
+//! tokenized → [`batcher::BatcherHandle::translate`] → engine thread → reply published
+//! with confirm → cache store → ack.
+
+pub mod batcher;
+pub mod broker;
+pub mod cache;
+pub mod config;
+pub mod engine;
+pub mod protocol;
+pub mod telemetry;
+pub mod worker;

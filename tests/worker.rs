@@ -1,0 +1,479 @@
+//! End-to-end tests against the real RabbitMQ, the real Redis and the real (copy)
+//! CTranslate2 model. Each test runs on its own queue, exchanges and key prefix.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::BasicProperties;
+use serde_json::{json, Value};
+use translation_worker::engine::{Backend, Engine, EngineError};
+use translation_worker::protocol::DecodeOptions;
+
+fn translations(reply: &Value) -> Vec<String> {
+    reply["translations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an ok reply: {reply}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn cached(reply: &Value) -> Vec<bool> {
+    reply["cached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_bool().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_each_get_exactly_their_own_translations() {
+    let mut config = test_config();
+    config.batch.max_wait_ms = 20;
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let n = 300;
+    let mut expected = Vec::new();
+    let mut corrs = Vec::new();
+    for i in 0..n {
+        let corr = format!("job-{i}");
+        // Every third job is multi-text; every fifth is routed through the exchange.
+        let texts: Vec<String> = if i % 3 == 0 {
+            (0..(1 + i % 5)).map(|k| sample_text(i * 10 + k)).collect()
+        } else {
+            vec![sample_text(i * 10)]
+        };
+        let body = if texts.len() == 1 && i % 2 == 0 {
+            json!({"id": corr, "text": texts[0], "source": "ko", "target": "en"})
+        } else {
+            json!({"id": corr, "texts": texts})
+        };
+        let body = serde_json::to_vec(&body).unwrap();
+        if i % 5 == 0 {
+            bus.publish_to(&config.amqp.exchange, "ko-en", &corr, &body, true)
+                .await;
+        } else {
+            bus.publish(&config.amqp.queue, &corr, &body).await;
+        }
+        expected.push(texts);
+        corrs.push(corr);
+    }
+    bus.wait_for(&corrs, Duration::from_secs(120)).await;
+    for (corr, texts) in corrs.iter().zip(&expected) {
+        let replies = bus.replies(corr);
+        assert_eq!(replies.len(), 1, "{corr} answered {} times", replies.len());
+        let r = &replies[0];
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["id"], corr.as_str());
+        assert_eq!(r["model"], "copy-model");
+        // The copy model's translation is its input: each reply holds its own texts.
+        assert_eq!(&translations(r), texts);
+        assert_eq!(cached(r), vec![false; texts.len()]);
+    }
+    let m = &w.metrics;
+    assert_eq!(m.jobs_ok.get(), n as u64);
+    let batches = m.batch_size.count();
+    let texts_batched = m.batch_size.sum();
+    assert!(
+        texts_batched > batches as f64 * 1.5,
+        "no dynamic batching: {texts_batched} texts in {batches} batches"
+    );
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_job_on_idle_worker_does_not_wait_for_a_batch() {
+    let mut config = test_config();
+    // A long wait that a lone job must not sit out.
+    config.batch.max_wait_ms = 5_000;
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    for i in 0..3 {
+        let t = Instant::now();
+        let r = bus
+            .rpc(
+                &config.amqp.queue,
+                &serde_json::to_vec(&json!({"text": sample_text(1000 + i)})).unwrap(),
+            )
+            .await;
+        let elapsed = t.elapsed();
+        assert_eq!(translations(&r), vec![sample_text(1000 + i)]);
+        assert!(
+            elapsed < Duration::from_millis(1_000),
+            "lone job took {elapsed:?} with max_wait 5 s"
+        );
+    }
+    assert!(
+        w.metrics.batch_wait_seconds.sum() < 0.5,
+        "texts waited {} s in the batcher",
+        w.metrics.batch_wait_seconds.sum()
+    );
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_job_is_served_from_redis_without_the_engine() {
+    let config = test_config();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let texts = vec![
+        sample_text(1),
+        sample_text(2),
+        String::new(),
+        sample_text(1),
+    ];
+    let body = serde_json::to_vec(&json!({"texts": texts})).unwrap();
+    let first = bus.rpc(&config.amqp.queue, &body).await;
+    assert_eq!(translations(&first), texts);
+    assert_eq!(cached(&first), vec![false, false, false, false]);
+    let batches = w.metrics.batch_size.count();
+    let engine_texts = w.metrics.batch_size.sum();
+    // The duplicate inside the job was translated once.
+    assert_eq!(engine_texts, 2.0);
+    let second = bus.rpc(&config.amqp.queue, &body).await;
+    assert_eq!(translations(&second), texts);
+    // The empty text never touches cache or model: it reports not cached.
+    assert_eq!(cached(&second), vec![true, true, false, true]);
+    assert_eq!(w.metrics.batch_size.count(), batches, "engine was called");
+    assert_eq!(w.metrics.segments_cache_hit.get(), 3);
+
+    // Other options are a different cache entry.
+    let body = serde_json::to_vec(&json!({"texts": [sample_text(1)], "options": {"beam_size": 2}}))
+        .unwrap();
+    let third = bus.rpc(&config.amqp.queue, &body).await;
+    assert_eq!(cached(&third), vec![false]);
+    assert_eq!(translations(&third), vec![sample_text(1)]);
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_without_reply_to_warms_the_cache() {
+    let config = test_config();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let body = serde_json::to_vec(&json!({"text": sample_text(77)})).unwrap();
+    bus.publish_to("", &config.amqp.queue, "warm", &body, false)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.metrics.cache_stores.get() == 0 {
+        assert!(Instant::now() < deadline, "warming job not processed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = bus.rpc(&config.amqp.queue, &body).await;
+    assert_eq!(cached(&r), vec![true]);
+    assert!(bus.replies("warm").is_empty());
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_does_not_stop_translation() {
+    let mut config = test_config();
+    // Nothing listens on port 1: every connection attempt is refused.
+    config.redis.url = "redis://127.0.0.1:1".into();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let mut corrs = Vec::new();
+    for i in 0..50 {
+        let corr = format!("nr-{i}");
+        let body = serde_json::to_vec(&json!({"text": sample_text(i % 5)})).unwrap();
+        bus.publish(&config.amqp.queue, &corr, &body).await;
+        corrs.push(corr);
+    }
+    bus.wait_for(&corrs, Duration::from_secs(60)).await;
+    for (i, corr) in corrs.iter().enumerate() {
+        let r = &bus.replies(corr)[0];
+        assert_eq!(translations(r), vec![sample_text(i % 5)]);
+        assert_eq!(cached(r), vec![false]);
+    }
+    let m = &w.metrics;
+    assert!(m.cache_errors.get() >= 1);
+    // The breaker keeps the dead Redis from costing a timeout per job.
+    assert!(
+        m.cache_skipped.get() > 0,
+        "breaker never opened: {} errors",
+        m.cache_errors.get()
+    );
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+/// Fails every batch that contains the marker text, as an engine would on bad input.
+struct FailOnMarker(Arc<Engine>);
+
+const MARKER: &str = "\u{1F4A5}engine-fault";
+
+impl Backend for FailOnMarker {
+    fn translate(
+        &self,
+        sources: &[Vec<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<String>, EngineError> {
+        let marker_tokens = self.0.tokenize(MARKER)?;
+        if sources.iter().any(|s| *s == marker_tokens) {
+            return Err(EngineError::Translate("injected fault".into()));
+        }
+        self.0.translate(sources, options)
+    }
+
+    fn replicas(&self) -> usize {
+        self.0.replicas()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_code_is_answered_and_the_worker_keeps_serving() {
+    let mut config = test_config();
+    config.limits.max_texts = 4;
+    config.limits.max_text_chars = 50;
+    config.limits.max_body_bytes = 4096;
+    let w = start_worker_with(config.clone(), |e| Arc::new(FailOnMarker(e))).await;
+    let bus = Bus::connect().await;
+    let past = 1_000_000_000_000u64; // 2001: long gone.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid_json", b"this is not json".to_vec()),
+        ("invalid_json", b"{\"text\": \"\xff\xfe\"}".to_vec()),
+        ("invalid_json", b"{\"text\": \"abc".to_vec()),
+        ("invalid_request", br#"{"id":"r1","texts":[]}"#.to_vec()),
+        ("invalid_request", br#"[1,2,3]"#.to_vec()),
+        ("invalid_request", br#"{"texts":["a", 5]}"#.to_vec()),
+        (
+            "invalid_request",
+            br#"{"text":"a","options":{"beam_size":99}}"#.to_vec(),
+        ),
+        (
+            "invalid_request",
+            br#"{"text":"a","options":{"temperature":1}}"#.to_vec(),
+        ),
+        (
+            "unsupported_language_pair",
+            br#"{"text":"a","target":"de"}"#.to_vec(),
+        ),
+        (
+            "unsupported_language_pair",
+            br#"{"text":"a","source":"ja"}"#.to_vec(),
+        ),
+        ("too_large", vec![b' '; 5000]),
+        ("too_large", br#"{"texts":["a","b","c","d","e"]}"#.to_vec()),
+        (
+            "too_large",
+            format!("{{\"text\":\"{}\"}}", "가".repeat(51)).into_bytes(),
+        ),
+        (
+            "deadline_exceeded",
+            format!("{{\"text\":\"a\",\"deadline_ms\":{past}}}").into_bytes(),
+        ),
+        (
+            "internal",
+            serde_json::to_vec(&json!({"id": "boom", "texts": ["fine", MARKER]})).unwrap(),
+        ),
+    ];
+    for (code, body) in &cases {
+        let r = bus.rpc(&config.amqp.queue, body).await;
+        assert_eq!(r["status"], "error", "{code}: {r}");
+        assert_eq!(r["error"]["code"], *code, "{r}");
+        assert!(r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // The id is echoed when it could be read.
+    let r = bus
+        .rpc(&config.amqp.queue, br#"{"id":"r1","texts":[]}"#)
+        .await;
+    assert_eq!(r["id"], "r1");
+    // Other texts batched with the failing one are still answered.
+    let r = bus
+        .rpc(
+            &config.amqp.queue,
+            &serde_json::to_vec(&json!({"texts": ["fine", "also fine"]})).unwrap(),
+        )
+        .await;
+    assert_eq!(translations(&r), vec!["fine", "also fine"]);
+    // A future deadline is fine.
+    let future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 60_000;
+    let r = bus
+        .rpc(
+            &config.amqp.queue,
+            format!("{{\"text\":\"ok\",\"deadline_ms\":{future}}}").as_bytes(),
+        )
+        .await;
+    assert_eq!(translations(&r), vec!["ok"]);
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswerable_job_without_reply_to_is_dead_lettered_with_its_reason() {
+    let config = test_config();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let mut dead = bus
+        .ch
+        .basic_consume(
+            config.amqp.dead_letter.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    bus.publish_to("", &config.amqp.queue, "dl", b"{oops", false)
+        .await;
+    let d = tokio::time::timeout(Duration::from_secs(20), dead.next())
+        .await
+        .expect("dead letter arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.data, b"{oops");
+    let headers = d.properties.headers().clone().unwrap();
+    let code = headers.inner().get("x-translation-error-code").cloned();
+    assert_eq!(code, Some(AMQPValue::LongString("invalid_json".into())));
+    assert!(headers.inner().contains_key("x-translation-error"));
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unserved_pair_on_the_exchange_returns_to_the_publisher() {
+    let config = test_config();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let confirm = bus
+        .ch
+        .basic_publish(
+            config.amqp.exchange.as_str().into(),
+            "ko-de".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            br#"{"text":"a"}"#,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let returned = confirm
+        .take_message()
+        .expect("unroutable message is returned");
+    assert_eq!(returned.reply_code, 312, "NO_ROUTE");
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_but_valid_text_round_trips() {
+    let config = test_config();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let texts = vec![
+        "NUL\u{0}inside and \u{7}bell".to_string(),
+        "RTL \u{202E}override\u{202C} text".to_string(),
+        "emoji 👩‍💻🚀 and 한국어".to_string(),
+        "  leading and trailing spaces  ".to_string(),
+    ];
+    let r = bus
+        .rpc(
+            &config.amqp.queue,
+            &serde_json::to_vec(&json!({"texts": texts})).unwrap(),
+        )
+        .await;
+    assert_eq!(translations(&r), texts);
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_one_queue_without_duplicates() {
+    let config = test_config();
+    let a = start_worker(config.clone()).await;
+    let b = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+    let corrs: Vec<String> = (0..100).map(|i| format!("s-{i}")).collect();
+    for (i, c) in corrs.iter().enumerate() {
+        let body = serde_json::to_vec(&json!({"text": sample_text(5000 + i)})).unwrap();
+        bus.publish(&config.amqp.queue, c, &body).await;
+    }
+    bus.wait_for(&corrs, Duration::from_secs(60)).await;
+    let counts = bus.reply_counts();
+    assert!(corrs.iter().all(|c| counts[c] == 1));
+    let served: HashSet<u64> = [a.metrics.jobs_ok.get(), b.metrics.jobs_ok.get()]
+        .into_iter()
+        .collect();
+    assert_eq!(a.metrics.jobs_ok.get() + b.metrics.jobs_ok.get(), 100);
+    assert!(!served.is_empty());
+    a.stop().await;
+    b.stop().await;
+    cleanup(&config).await;
+}
+
+/// Counts engine calls, to prove hits bypass it even under concurrency.
+struct Counting(Arc<Engine>, Arc<AtomicUsize>);
+
+impl Backend for Counting {
+    fn translate(
+        &self,
+        sources: &[Vec<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<String>, EngineError> {
+        self.1.fetch_add(sources.len(), Ordering::SeqCst);
+        self.0.translate(sources, options)
+    }
+
+    fn replicas(&self) -> usize {
+        self.0.replicas()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_texts_are_translated_once() {
+    let mut config = test_config();
+    config.batch.max_wait_ms = 50;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let bus = Bus::connect().await;
+    // Queue all jobs before the worker starts, so they arrive together.
+    translation_worker::broker::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
+        .await
+        .unwrap();
+    let corrs: Vec<String> = (0..40).map(|i| format!("d-{i}")).collect();
+    let body = serde_json::to_vec(&json!({"text": "같은 문장입니다"})).unwrap();
+    for c in &corrs {
+        bus.publish(&config.amqp.queue, c, &body).await;
+    }
+    let w = start_worker_with(config.clone(), move |e| Arc::new(Counting(e, c2))).await;
+    bus.wait_for(&corrs, Duration::from_secs(60)).await;
+    for c in &corrs {
+        assert_eq!(translations(&bus.replies(c)[0]), vec!["같은 문장입니다"]);
+    }
+    // The first text goes to the idle engine at once; every later copy merges onto
+    // one queued entry (or hits the cache once the first is stored).
+    let engine_texts = calls.load(Ordering::SeqCst);
+    assert!(
+        engine_texts <= 3,
+        "{engine_texts} engine texts for 40 identical jobs"
+    );
+    assert!(w.metrics.segments_deduplicated.get() + w.metrics.segments_cache_hit.get() >= 37);
+    w.stop().await;
+    cleanup(&config).await;
+}

@@ -139,13 +139,32 @@ impl Engine {
     }
 }
 
-impl Backend for Engine {
-    fn translate(
+impl Engine {
+    /// One raw `translate_batch` call over all `sources`, letting CTranslate2 split them
+    /// into length-sorted sub-batches of `max_batch_size` spread over its replicas:
+    /// the engine's own ceiling, used by `bench-engine`. Returns output token counts.
+    pub fn translate_raw(
         &self,
         sources: &[Vec<String>],
         options: &DecodeOptions,
-    ) -> Result<Vec<String>, EngineError> {
+        max_batch_size: usize,
+    ) -> Result<Vec<usize>, EngineError> {
         let opts = TranslationOptions {
+            max_batch_size,
+            ..self.ct2_options(options)
+        };
+        let results = self
+            .translator
+            .translate_batch(sources, &opts, None)
+            .map_err(|e| EngineError::Translate(format!("{e:#}")))?;
+        Ok(results
+            .iter()
+            .map(|r| r.output().map_or(0, Vec::len))
+            .collect())
+    }
+
+    fn ct2_options(&self, options: &DecodeOptions) -> TranslationOptions<String, String> {
+        TranslationOptions {
             beam_size: options.beam_size as usize,
             max_decoding_length: options.max_decoding_length as usize,
             length_penalty: options.length_penalty,
@@ -155,7 +174,17 @@ impl Backend for Engine {
             // The batcher already cut the batch; CTranslate2 must not re-split it.
             max_batch_size: 0,
             ..TranslationOptions::default()
-        };
+        }
+    }
+}
+
+impl Backend for Engine {
+    fn translate(
+        &self,
+        sources: &[Vec<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<String>, EngineError> {
+        let opts = self.ct2_options(options);
         let results = self
             .translator
             .translate_batch(sources, &opts, None)

@@ -11,12 +11,14 @@
 //! - [`engine`]: CTranslate2 model and tokenizer (blocking; used from engine threads).
 //! - [`worker`]: ties them together per delivery; reconnects; graceful drain.
 //! - [`telemetry`]: logging set-up and Prometheus-style metrics.
+//! - [`bench`]: `bench-engine`, the raw CTranslate2 throughput ceiling.
 //!
 //! Data flow: delivery → [`protocol::parse_job`] → [`cache::Cache::get_many`] → misses
 //! tokenized → [`batcher::BatcherHandle::translate`] → engine thread → reply published
 //! with confirm → cache store → ack.
 
 pub mod batcher;
+pub mod bench;
 pub mod broker;
 pub mod cache;
 pub mod config;

@@ -222,7 +222,7 @@ impl Backend for FailOnMarker {
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError> {
         let marker_tokens = self.0.tokenize(MARKER)?;
-        if sources.iter().any(|s| *s == marker_tokens) {
+        if sources.contains(&marker_tokens) {
             return Err(EngineError::Translate("injected fault".into()));
         }
         self.0.translate(sources, options)

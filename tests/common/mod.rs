@@ -235,7 +235,7 @@ impl Bus {
     pub async fn rpc(&self, queue: &str, body: &[u8]) -> Value {
         let corr = uuid::Uuid::new_v4().to_string();
         self.publish(queue, &corr, body).await;
-        self.wait_for(&[corr.clone()], Duration::from_secs(30))
+        self.wait_for(std::slice::from_ref(&corr), Duration::from_secs(30))
             .await;
         self.replies(&corr)[0].clone()
     }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the worker against local RabbitMQ and Redis with the bundled copy test model
+# (installing and starting what is missing). Point it at a real model with
+# TW_MODEL__PATH=/models/opus-mt-ko-en-ct2 (see README). Extra arguments go to `serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/services.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/translation-worker/target}"
+features=()
+[ "${TW_BACKEND:-dnnl}" = "ruy" ] && features=(--no-default-features --features ruy)
+exec cargo run --release --locked "${features[@]}" -- serve --config config/default.toml "$@"

@@ -1,0 +1,119 @@
+//! `bench-engine`: raw CTranslate2 throughput of a model, without broker or cache.
+//! The ceiling the worker is measured against, and the Rust side of the backend
+//! comparison with the official Python wheel (`scripts/bench_engine_wheel.py`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::ModelConfig;
+use crate::engine::{Engine, EngineError};
+use crate::protocol::DecodeOptions;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct EngineBench {
+    /// Model directory.
+    pub model: PathBuf,
+    /// One sentence per line.
+    pub sentences: PathBuf,
+    /// Use the first `limit` sentences.
+    pub limit: usize,
+    /// Engine replicas.
+    pub replicas: usize,
+    /// Threads per replica.
+    pub threads_per_replica: usize,
+    /// CTranslate2 `max_batch_size` (examples).
+    pub max_batch_size: usize,
+    /// Compute type.
+    pub compute_type: String,
+    /// Beam size.
+    pub beam_size: usize,
+    /// Timed repetitions (after one warm-up); the report keeps the best.
+    pub repeat: usize,
+}
+
+/// The result, printed as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineBenchReport {
+    /// Backend compiled in (`dnnl` or `ruy`).
+    pub backend: &'static str,
+    /// Sentences translated per timed run.
+    pub sentences: usize,
+    /// Best sentences per second over the repetitions.
+    pub sentences_per_sec: f64,
+    /// Output tokens per second in the best run.
+    pub tokens_per_sec: f64,
+    /// Every run's sentences per second.
+    pub runs: Vec<f64>,
+    /// Replicas × threads per replica.
+    pub replicas: usize,
+    /// Threads per replica.
+    pub threads_per_replica: usize,
+}
+
+/// The CPU backend this binary was built with.
+pub fn backend_name() -> &'static str {
+    if cfg!(feature = "dnnl") {
+        "dnnl"
+    } else if cfg!(feature = "ruy") {
+        "ruy"
+    } else {
+        "default"
+    }
+}
+
+/// Runs the benchmark. Blocks.
+pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
+    let text = std::fs::read_to_string(&b.sentences).map_err(|e| EngineError::ModelFiles {
+        path: b.sentences.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let sentences: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .take(b.limit)
+        .collect();
+    let cfg = ModelConfig {
+        path: b.model.clone(),
+        compute_type: b.compute_type.clone(),
+        threads: b.replicas * b.threads_per_replica,
+        replicas: b.replicas,
+        ..ModelConfig::default()
+    };
+    let engine = Engine::load(&cfg)?;
+    let sources = sentences
+        .iter()
+        .map(|s| engine.tokenize(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = DecodeOptions {
+        beam_size: b.beam_size as u32,
+        max_decoding_length: 256,
+        length_penalty: 1.0,
+        repetition_penalty: 1.0,
+        no_repeat_ngram_size: 0,
+    };
+    engine.translate_raw(&sources, &options, b.max_batch_size)?;
+    let mut runs = Vec::with_capacity(b.repeat);
+    let mut best_tokens = 0.0f64;
+    for _ in 0..b.repeat.max(1) {
+        let t = Instant::now();
+        let lens = engine.translate_raw(&sources, &options, b.max_batch_size)?;
+        let secs = t.elapsed().as_secs_f64();
+        let sps = sources.len() as f64 / secs;
+        if runs.iter().all(|r| *r < sps) {
+            best_tokens = lens.iter().sum::<usize>() as f64 / secs;
+        }
+        runs.push(sps);
+    }
+    Ok(EngineBenchReport {
+        backend: backend_name(),
+        sentences: sources.len(),
+        sentences_per_sec: runs.iter().cloned().fold(0.0, f64::max),
+        tokens_per_sec: best_tokens,
+        runs,
+        replicas: b.replicas,
+        threads_per_replica: b.threads_per_replica,
+    })
+}

@@ -51,7 +51,7 @@ import argparse
 import io
 import json
 import os
-import shutil
+import random
 import sys
 import tempfile
 from typing import Dict, List, Tuple
@@ -70,11 +70,11 @@ SEED = 1234
 # unused entries (OPUS-MT models have ~32k-60k entries).
 VARIANTS: Dict[str, Dict] = {
     "tiny": dict(d_model=128, heads=4, enc_layers=2, dec_layers=2, ffn=256,
-                 spm_vocab=1000, vocab_size=None, ko_lines=20000, en_lines=8000,
-                 all_hangul=False, max_len=512),
+                 spm_vocab=1000, split_digits=True, vocab_size=None, ko_lines=20000, en_lines=8000,
+                 all_hangul=False, max_len=1024),
     "opus": dict(d_model=512, heads=8, enc_layers=6, dec_layers=6, ffn=2048,
-                 spm_vocab=8000, vocab_size=32000, ko_lines=40000, en_lines=15000,
-                 all_hangul=True, max_len=512),
+                 spm_vocab=8000, split_digits=False, vocab_size=32000, ko_lines=40000, en_lines=15000,
+                 all_hangul=True, max_len=1024),
 }
 
 EOS, UNK, PAD = "</s>", "<unk>", "<pad>"
@@ -107,6 +107,15 @@ def build_corpus(cfg: Dict) -> List[str]:
     lines = ko + en
     lines += ["%s %s" % (a, b) for a, b in zip(ko[: len(en) // 4], en[: len(en) // 4])]
     lines += ["  %s   (ref. %d)  " % (s, i) for i, s in enumerate(ko[:500])]
+    # Templated text always puts some words next to each other ("주시기
+    # 바랍니다"); the unigram trainer only seeds maximal repeated substrings,
+    # which cannot cross whitespace, so such words would never become pieces.
+    # Word-shuffled copies of the lines break those fixed neighbourhoods.
+    rng = random.Random(3)
+    for line in lines[: len(lines) // 2]:
+        words = line.split(" ")
+        rng.shuffle(words)
+        lines.append(" ".join(words))
     if cfg["all_hangul"]:
         syllables = ks_x_1001_hangul()
         # Each syllable a few times, in short pseudo-words, so that
@@ -118,7 +127,8 @@ def build_corpus(cfg: Dict) -> List[str]:
     return lines
 
 
-def train_sentencepiece(lines: List[str], vocab_size: int, coverage: float) -> bytes:
+def train_sentencepiece(lines: List[str], vocab_size: int, coverage: float,
+                        split_digits: bool) -> bytes:
     """Train a byte-fallback unigram model that round-trips any text exactly."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -132,6 +142,7 @@ def train_sentencepiece(lines: List[str], vocab_size: int, coverage: float) -> b
         normalization_rule_name="identity",
         remove_extra_whitespaces=False,
         add_dummy_prefix=False,
+        split_digits=split_digits,
         # Marian / OPUS-MT vocabulary layout: </s> = 0, <unk> = 1, no <s>.
         eos_id=0, eos_piece=EOS,
         unk_id=1, unk_piece=UNK,
@@ -339,7 +350,8 @@ def make_model(out_dir: str, variant: str, quantization: str, max_len: int) -> D
     rng = np.random.default_rng(SEED)
 
     coverage = 1.0 if cfg["all_hangul"] else 0.9995
-    spm_bytes = train_sentencepiece(build_corpus(cfg), cfg["spm_vocab"], coverage)
+    spm_bytes = train_sentencepiece(build_corpus(cfg), cfg["spm_vocab"], coverage,
+                                    cfg["split_digits"])
     sp = spm.SentencePieceProcessor(model_proto=spm_bytes)
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     assert pieces[0] == EOS and pieces[1] == UNK, pieces[:3]
@@ -381,8 +393,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="tiny")
     parser.add_argument("--quantization", choices=["int8", "float32"], default="int8")
     parser.add_argument("--max-len", type=int, default=None,
-                        help="number of learned positions (default: 512); a source may "
-                             "hold at most max-len - 1 pieces plus </s>")
+                        help="number of learned positions (default: 1024).  The encoder input "
+                             "(pieces + </s>) and max_decoding_length must both be "
+                             "<= max-len")
     args = parser.parse_args(argv)
 
     max_len = args.max_len or VARIANTS[args.variant]["max_len"]

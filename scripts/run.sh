@@ -8,5 +8,5 @@ bash scripts/setup.sh
 bash scripts/services.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/translation-worker/target}"
 features=()
-[ "${TW_BACKEND:-dnnl}" = "ruy" ] && features=(--no-default-features --features ruy)
+[ "${TW_BACKEND:-default}" = "ruy" ] && features=(--no-default-features --features ruy)
 exec cargo run --release --locked "${features[@]}" -- serve --config config/default.toml "$@"

@@ -33,13 +33,8 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# oneDNN for the default `dnnl` backend (skip with TW_BACKEND=ruy).
-if [ "${TW_BACKEND:-dnnl}" = "dnnl" ]; then
-  if [ -w "$(dirname "${ONEDNN_DIR:-/opt/translation-worker/onednn-2023.2.0}")" ] \
-     || [ -z "$SUDO" ]; then
-    bash scripts/install-onednn.sh
-  else
-    $SUDO env ONEDNN_DIR="${ONEDNN_DIR:-}" bash scripts/install-onednn.sh
-  fi
+# oneDNN for the default build (skip with TW_BACKEND=ruy).
+if [ "${TW_BACKEND:-default}" != "ruy" ]; then
+  $SUDO env ${ONEDNN_DIR:+ONEDNN_DIR="$ONEDNN_DIR"} bash scripts/install-onednn.sh
 fi
 echo "setup: ok"

@@ -10,5 +10,5 @@ bash scripts/services.sh
 # directory records absolute paths, and a warm build saves many minutes.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/translation-worker/target}"
 features=()
-[ "${TW_BACKEND:-dnnl}" = "ruy" ] && features=(--no-default-features --features ruy)
+[ "${TW_BACKEND:-default}" = "ruy" ] && features=(--no-default-features --features ruy)
 cargo test --locked "${features[@]}" "$@"

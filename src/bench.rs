@@ -37,7 +37,7 @@ pub struct EngineBench {
 /// The result, printed as JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineBenchReport {
-    /// Backend compiled in (`dnnl` or `ruy`).
+    /// CPU backend compiled in (`dnnl` by default, or `ruy`).
     pub backend: &'static str,
     /// Sentences translated per timed run.
     pub sentences: usize,

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -417,11 +416,8 @@ async fn two_workers_share_one_queue_without_duplicates() {
     bus.wait_for(&corrs, Duration::from_secs(60)).await;
     let counts = bus.reply_counts();
     assert!(corrs.iter().all(|c| counts[c] == 1));
-    let served: HashSet<u64> = [a.metrics.jobs_ok.get(), b.metrics.jobs_ok.get()]
-        .into_iter()
-        .collect();
+    // Each job was processed by exactly one of the two workers.
     assert_eq!(a.metrics.jobs_ok.get() + b.metrics.jobs_ok.get(), 100);
-    assert!(!served.is_empty());
     a.stop().await;
     b.stop().await;
     cleanup(&config).await;

@@ -41,6 +41,9 @@ for round in $(seq 1 "$ROUNDS"); do
     set -- $t
     python3 scripts/bench_engine_wheel.py --model $M --sentences $S --limit "$LIMIT" \
       --repeat "$REPEAT" --inter-threads "$1" --intra-threads "$2" | sed "s/^/wheel $1x$2 /" >>"$OUT"
+    # The wheel held to oneDNN (it picks oneMKL on Intel CPUs): the same backend as ours.
+    CT2_USE_MKL=0 python3 scripts/bench_engine_wheel.py --model $M --sentences $S --limit "$LIMIT" \
+      --repeat "$REPEAT" --inter-threads "$1" --intra-threads "$2" | sed "s/^/wheel-dnnl $1x$2 /" >>"$OUT"
     "$BIN" bench-engine --model $M --sentences $S --limit "$LIMIT" --repeat "$REPEAT" \
       --replicas "$1" --threads-per-replica "$2" | sed "s/^/dnnl $1x$2 /" >>"$OUT"
     # ruy is ~8x slower: measured in the first round only, to keep the run short.
@@ -60,9 +63,9 @@ best = {k: max(v) for k, v in rows.items()}
 base = best[("wheel", "1x2")]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 print(f"CPU: {cpu}")
-print(f"{'build':<8} {'replicas x threads':<19} {'sent/s (best)':>13} {'vs wheel 1x2':>13} {'vs wheel same':>14}")
+print(f"{'build':<11} {'replicas x threads':<19} {'sent/s (best)':>13} {'vs wheel 1x2':>13} {'vs wheel same':>14}")
 for (name, cfg), v in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     same = best.get(("wheel", cfg), float("nan"))
-    print(f"{name:<8} {cfg:<19} {v:>13.2f} {v / base:>12.2f}x {v / same:>13.2f}x")
+    print(f"{name:<11} {cfg:<19} {v:>13.2f} {v / base:>12.2f}x {v / same:>13.2f}x")
 PY
 rm -f "$OUT"

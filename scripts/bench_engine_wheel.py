@@ -2,7 +2,7 @@
 """Raw translate_batch throughput of the official CTranslate2 Python wheel.
 
 The counterpart of `translation-worker bench-engine`: same model, same sentences,
-same tokenization (source.spm + "</s>"), same options; prints one JSON line with
+same tokenization (source.spm, one "</s>"), same options; prints one JSON line with
 the best sentences/s over the timed repetitions (after one warm-up run).
 """
 import argparse
@@ -29,7 +29,11 @@ def main() -> None:
     with open(a.sentences, encoding="utf-8") as f:
         sentences = [l.rstrip("\n") for l in f if l.strip()][: a.limit]
     sp = spm.SentencePieceProcessor(model_file=f"{a.model}/source.spm")
-    sources = [sp.encode(s, out_type=str) + ["</s>"] for s in sentences]
+    # Exactly one </s>, as the worker does: CTranslate2 adds it itself when the model's
+    # config.json says add_source_eos.
+    with open(f"{a.model}/config.json", encoding="utf-8") as f:
+        eos = [] if json.load(f).get("add_source_eos") else ["</s>"]
+    sources = [sp.encode(s, out_type=str) + eos for s in sentences]
     tr = ctranslate2.Translator(
         a.model,
         device="cpu",

@@ -84,6 +84,9 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Engine {
     translator: Translator,
     tokenizer: AutoTokenizer,
+    /// The model adds `</s>` to every source itself (`add_source_eos` in config.json),
+    /// so the tokenizer's own `</s>` must be dropped or the source carries two.
+    strip_eos: bool,
     replicas: usize,
     max_input_length: usize,
     fingerprint: [u8; 32],
@@ -117,9 +120,15 @@ impl Engine {
             path,
             message: format!("{e:#}"),
         })?;
+        let strip_eos = std::fs::read(cfg.path.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("add_source_eos").and_then(|b| b.as_bool()))
+            .unwrap_or(false);
         Ok(Self {
             translator,
             tokenizer,
+            strip_eos,
             replicas,
             max_input_length: cfg.max_input_length,
             fingerprint,
@@ -131,11 +140,17 @@ impl Engine {
         self.fingerprint
     }
 
-    /// Source tokens of `text`, including the end-of-sentence token the model expects.
+    /// Source tokens of `text`, with exactly one end-of-sentence token in the end (added
+    /// here, or by CTranslate2 when the model says `add_source_eos`).
     pub fn tokenize(&self, text: &str) -> Result<Vec<String>, EngineError> {
-        self.tokenizer
+        let mut tokens = self
+            .tokenizer
             .encode(text)
-            .map_err(|e| EngineError::Tokenize(format!("{e:#}")))
+            .map_err(|e| EngineError::Tokenize(format!("{e:#}")))?;
+        if self.strip_eos && tokens.last().is_some_and(|t| t == "</s>") {
+            tokens.pop();
+        }
+        Ok(tokens)
     }
 }
 

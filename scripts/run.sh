@@ -4,9 +4,5 @@
 # TW_MODEL__PATH=/models/opus-mt-ko-en-ct2 (see README). Extra arguments go to `serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-bash scripts/services.sh
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/translation-worker/target}"
-features=()
-[ "${TW_BACKEND:-default}" = "ruy" ] && features=(--no-default-features --features ruy)
+source scripts/prepare.sh
 exec cargo run --release --locked "${features[@]}" -- serve --config config/default.toml "$@"

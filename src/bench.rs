@@ -11,26 +11,35 @@ use crate::config::ModelConfig;
 use crate::engine::{Engine, EngineError};
 use crate::protocol::DecodeOptions;
 
-/// What to measure.
-#[derive(Debug, Clone)]
+/// What to measure (also the `bench-engine` command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct EngineBench {
     /// Model directory.
+    #[arg(long)]
     pub model: PathBuf,
-    /// One sentence per line.
+    /// Sentence file, one sentence per line.
+    #[arg(long)]
     pub sentences: PathBuf,
-    /// Use the first `limit` sentences.
+    /// Use the first N sentences.
+    #[arg(long, default_value_t = 300)]
     pub limit: usize,
-    /// Engine replicas.
+    /// Engine replicas (CTranslate2 inter_threads).
+    #[arg(long, default_value_t = 1)]
     pub replicas: usize,
-    /// Threads per replica.
+    /// Threads per replica (CTranslate2 intra_threads).
+    #[arg(long, default_value_t = 2)]
     pub threads_per_replica: usize,
-    /// CTranslate2 `max_batch_size` (examples).
+    /// CTranslate2 max_batch_size (examples).
+    #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,
     /// Compute type.
+    #[arg(long, default_value = "int8")]
     pub compute_type: String,
-    /// Beam size.
+    /// Beam size (1 = greedy).
+    #[arg(long, default_value_t = 1)]
     pub beam_size: usize,
-    /// Timed repetitions (after one warm-up); the report keeps the best.
+    /// Timed repetitions after one warm-up; the report keeps the best.
+    #[arg(long, default_value_t = 3)]
     pub repeat: usize,
 }
 

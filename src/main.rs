@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use translation_worker::bench::EngineBench;
 use translation_worker::config::Config;
 use translation_worker::telemetry;
 use translation_worker::worker::Worker;
@@ -28,35 +29,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Raw CTranslate2 throughput of a model (no broker, no cache), as JSON.
-    BenchEngine {
-        /// Model directory.
-        #[arg(long)]
-        model: PathBuf,
-        /// Sentence file, one per line.
-        #[arg(long)]
-        sentences: PathBuf,
-        /// Use the first N sentences.
-        #[arg(long, default_value_t = 300)]
-        limit: usize,
-        /// Engine replicas (CTranslate2 inter_threads).
-        #[arg(long, default_value_t = 1)]
-        replicas: usize,
-        /// Threads per replica (CTranslate2 intra_threads).
-        #[arg(long, default_value_t = 2)]
-        threads_per_replica: usize,
-        /// CTranslate2 max_batch_size.
-        #[arg(long, default_value_t = 32)]
-        max_batch_size: usize,
-        /// Compute type.
-        #[arg(long, default_value = "int8")]
-        compute_type: String,
-        /// Beam size (1 = greedy).
-        #[arg(long, default_value_t = 1)]
-        beam_size: usize,
-        /// Timed repetitions after one warm-up.
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-    },
+    BenchEngine(EngineBench),
     /// Print the effective configuration (secrets redacted) and exit.
     CheckConfig {
         /// TOML configuration file.
@@ -78,28 +51,8 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(serve(config))
         }
-        Command::BenchEngine {
-            model,
-            sentences,
-            limit,
-            replicas,
-            threads_per_replica,
-            max_batch_size,
-            compute_type,
-            beam_size,
-            repeat,
-        } => {
-            let report = translation_worker::bench::run(&translation_worker::bench::EngineBench {
-                model,
-                sentences,
-                limit,
-                replicas,
-                threads_per_replica,
-                max_batch_size,
-                compute_type,
-                beam_size,
-                repeat,
-            })?;
+        Command::BenchEngine(bench) => {
+            let report = translation_worker::bench::run(&bench)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -423,8 +423,13 @@ async fn two_workers_share_one_queue_without_duplicates() {
     cleanup(&config).await;
 }
 
-/// Counts engine calls, to prove hits bypass it even under concurrency.
-struct Counting(Arc<Engine>, Arc<AtomicUsize>);
+/// Counts engine texts and records each batch; slow, so that concurrent copies of a
+/// text meet in the batcher's queue while the engine is busy.
+struct Counting(
+    Arc<Engine>,
+    Arc<AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<Vec<Vec<String>>>>>,
+);
 
 impl Backend for Counting {
     fn translate(
@@ -433,6 +438,8 @@ impl Backend for Counting {
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError> {
         self.1.fetch_add(sources.len(), Ordering::SeqCst);
+        self.2.lock().unwrap().push(sources.to_vec());
+        std::thread::sleep(Duration::from_millis(200));
         self.0.translate(sources, options)
     }
 
@@ -446,7 +453,8 @@ async fn identical_concurrent_texts_are_translated_once() {
     let mut config = test_config();
     config.batch.max_wait_ms = 50;
     let calls = Arc::new(AtomicUsize::new(0));
-    let c2 = calls.clone();
+    let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c2, b2) = (calls.clone(), batches.clone());
     let bus = Bus::connect().await;
     // Queue all jobs before the worker starts, so they arrive together.
     translation_worker::broker::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
@@ -457,19 +465,29 @@ async fn identical_concurrent_texts_are_translated_once() {
     for c in &corrs {
         bus.publish(&config.amqp.queue, c, &body).await;
     }
-    let w = start_worker_with(config.clone(), move |e| Arc::new(Counting(e, c2))).await;
+    let w = start_worker_with(config.clone(), move |e| Arc::new(Counting(e, c2, b2))).await;
     bus.wait_for(&corrs, Duration::from_secs(60)).await;
     for c in &corrs {
         assert_eq!(translations(&bus.replies(c)[0]), vec!["같은 문장입니다"]);
     }
-    // The first text goes to the idle engine at once; every later copy merges onto
-    // one queued entry (or hits the cache once the first is stored).
+    // No batch ever carries the same text twice.
+    for b in batches.lock().unwrap().iter() {
+        let distinct: std::collections::HashSet<_> = b.iter().collect();
+        assert_eq!(distinct.len(), b.len(), "duplicate text in one batch");
+    }
+    // The first copy goes to the idle engine at once; while the (slow) engine is busy,
+    // every later copy merges onto one queued entry, or hits the cache afterwards.
     let engine_texts = calls.load(Ordering::SeqCst);
     assert!(
-        engine_texts <= 3,
+        engine_texts <= 5,
         "{engine_texts} engine texts for 40 identical jobs"
     );
-    assert!(w.metrics.segments_deduplicated.get() + w.metrics.segments_cache_hit.get() >= 37);
+    // Every job either merged onto a queued copy, hit the cache, or was an engine text.
+    let m = &w.metrics;
+    assert_eq!(
+        m.segments_deduplicated.get() + m.segments_cache_hit.get() + engine_texts as u64,
+        40
+    );
     w.stop().await;
     cleanup(&config).await;
 }

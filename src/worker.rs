@@ -152,6 +152,7 @@ impl Worker {
     /// and closes the connection; anything unanswered is redelivered by the broker.
     pub async fn run(self, shutdown: CancellationToken) {
         let shared = self.shared.clone();
+        let self_metrics = shared.metrics.clone();
         let amqp = &shared.config.amqp;
         let keys = vec![routing_key(
             &shared.config.model.source,
@@ -217,7 +218,16 @@ impl Worker {
         drop(shared);
         // Jobs abandoned at the drain deadline may still hold handles: do not wait long.
         let _ = tokio::time::timeout(Duration::from_secs(1), batcher_task).await;
-        tracing::info!("worker stopped");
+        let m = &self_metrics;
+        tracing::info!(
+            jobs_ok = m.jobs_ok.get(),
+            batches = m.batch_size.count(),
+            batched_texts = m.batch_size.sum(),
+            inference_seconds = m.inference_seconds.sum(),
+            cache_hits = m.segments_cache_hit.get(),
+            cache_misses = m.segments_cache_miss.get(),
+            "worker stopped"
+        );
     }
 }
 

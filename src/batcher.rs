@@ -71,8 +71,9 @@ pub enum Decision {
 
 /// Decides whether to cut a batch now (pure: no clock, no I/O).
 ///
-/// The batch is the oldest text plus the following texts with the same options, in
-/// arrival order, up to `max_batch_size` texts and `max_batch_tokens` padded tokens.
+/// The batch is the oldest text plus later texts with the same options, up to
+/// `max_batch_size` texts and `max_batch_tokens` padded tokens: in arrival order when
+/// they all fit, otherwise those closest in length to the oldest (less padding).
 /// It is cut when it is full, when its oldest text has waited `max_wait`, or at once
 /// when the whole engine is idle: a lone job on an idle worker never waits.
 pub fn next_batch<T: Borrow<Pending>>(
@@ -88,15 +89,28 @@ pub fn next_batch<T: Borrow<Pending>>(
     if free_replicas == 0 {
         return Decision::WaitForEngine;
     }
+    // Texts that may share the head's batch, oldest first. When there are more than fit,
+    // the head (the oldest text: nothing starves) is joined by those closest to it in
+    // length, so the batch pads little; the window keeps old texts within reach.
+    let window = policy.max_batch_size.saturating_mul(4);
+    let mut candidates: Vec<(usize, usize)> = queue
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (i, Borrow::<Pending>::borrow(item)))
+        .filter(|(_, item)| item.options == head.options)
+        .map(|(i, item)| (i, item.tokens))
+        .take(window)
+        .collect();
+    if candidates.len() > policy.max_batch_size {
+        let head_len = head.tokens;
+        // Stable: equal distances keep arrival order. The head (distance 0, first) stays first.
+        candidates.sort_by_key(|&(_, len)| len.abs_diff(head_len));
+    }
     let mut chosen = Vec::new();
     let mut longest = 0usize;
     let mut full = false;
-    for (i, item) in queue.iter().enumerate() {
-        let item = item.borrow();
-        if item.options != head.options {
-            continue;
-        }
-        let longest_with = longest.max(item.tokens);
+    for &(i, len) in &candidates {
+        let longest_with = longest.max(len);
         let padded = longest_with * (chosen.len() + 1);
         if !chosen.is_empty() && padded > policy.max_batch_tokens {
             full = true;
@@ -109,6 +123,7 @@ pub fn next_batch<T: Borrow<Pending>>(
             break;
         }
     }
+    chosen.sort_unstable();
     let deadline = head.enqueued + policy.max_wait;
     if full || now >= deadline || free_replicas >= total_replicas {
         Decision::Cut(chosen)
@@ -522,6 +537,27 @@ mod tests {
         assert_eq!(
             next_batch(&queue, t0, &policy(), 1, 2),
             Decision::Cut(vec![0])
+        );
+    }
+
+    #[test]
+    fn crowded_queue_batches_the_oldest_with_texts_of_similar_length() {
+        let t0 = Instant::now();
+        // max_batch_size 3, five candidates: the head (10 tokens) takes the two
+        // closest in length (11 and 9), wherever they stand; 50 and 2 wait.
+        let queue = q(
+            &[(10, 1, 0), (50, 1, 0), (11, 1, 0), (2, 1, 0), (9, 1, 0)],
+            t0,
+        );
+        assert_eq!(
+            next_batch(&queue, t0, &policy(), 1, 2),
+            Decision::Cut(vec![0, 2, 4])
+        );
+        // Not crowded: plain arrival order.
+        let queue = q(&[(10, 1, 0), (50, 1, 0)], t0);
+        assert_eq!(
+            next_batch(&queue, t0, &policy(), 2, 2),
+            Decision::Cut(vec![0, 1])
         );
     }
 

@@ -85,8 +85,9 @@ pub struct AmqpConfig {
     /// Dead-letter exchange and queue (same name) for jobs that cannot be answered.
     pub dead_letter: String,
     /// Unacknowledged deliveries the broker may push to this worker at once. It bounds
-    /// in-flight jobs and so memory (prefetch × `limits.max_body_bytes`); it must be
-    /// large enough to fill a batch for every engine replica while others run.
+    /// in-flight jobs and so memory (prefetch × `limits.max_body_bytes`). About
+    /// 2 × `batch.max_batch_size` × replicas: a full batch running on every replica plus
+    /// as many queued, so the batcher can group texts of similar length.
     pub prefetch: u16,
     /// First reconnect delay after the broker connection is lost, in milliseconds.
     pub reconnect_initial_ms: u64,
@@ -101,7 +102,7 @@ impl Default for AmqpConfig {
             queue: "translation.jobs".into(),
             exchange: "translation".into(),
             dead_letter: "translation.dead".into(),
-            prefetch: 64,
+            prefetch: 128,
             reconnect_initial_ms: 200,
             reconnect_max_ms: 10_000,
         }

@@ -180,11 +180,6 @@ impl Cache {
         })
     }
 
-    /// Whether the cache is configured and its breaker is closed (for health reports).
-    pub fn is_healthy(&self) -> bool {
-        self.conn.is_some() && !self.breaker.is_open()
-    }
-
     /// The Redis key of `key`: `<prefix>:v1:<hex>`.
     pub fn redis_key(&self, key: &CacheKey) -> String {
         let mut s = String::with_capacity(self.prefix.len() + 4 + 64);

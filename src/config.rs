@@ -198,13 +198,18 @@ impl ModelConfig {
             .unwrap_or_else(|| "model".into())
     }
 
-    /// `(replicas, threads per replica)` after resolving the `0 = auto` defaults.
-    pub fn threading(&self) -> (usize, usize) {
-        let threads = if self.threads == 0 {
+    /// Total inference threads after resolving `0 = all cores`.
+    pub fn total_threads(&self) -> usize {
+        if self.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             self.threads
-        };
+        }
+    }
+
+    /// `(replicas, threads per replica)` after resolving the `0 = auto` defaults.
+    pub fn threading(&self) -> (usize, usize) {
+        let threads = self.total_threads();
         let replicas = if self.replicas == 0 {
             threads
         } else {
@@ -437,16 +442,10 @@ impl Config {
             "model.max_input_length",
             "must be at least 1",
         )?;
-        let (replicas, _) = self.model.threading();
-        let threads = if self.model.threads == 0 {
-            replicas
-        } else {
-            self.model.threads
-        };
         check(
-            self.model.replicas <= threads.max(1),
+            self.model.replicas <= self.model.total_threads(),
             "model.replicas",
-            "must not exceed model.threads",
+            "must not exceed model.threads (or the core count when threads = 0)",
         )?;
         check(
             self.batch.max_batch_size >= 1,
@@ -683,5 +682,17 @@ mod tests {
         assert_eq!(m.threading(), (1, 4));
         m.replicas = 2;
         assert_eq!(m.threading(), (2, 2));
+    }
+
+    #[test]
+    fn more_replicas_than_threads_is_rejected() {
+        let e = Config::from_sources(
+            "",
+            None,
+            env(&[("TW_MODEL__THREADS", "2"), ("TW_MODEL__REPLICAS", "3")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.replicas"), "{e}");
     }
 }

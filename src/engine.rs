@@ -214,7 +214,7 @@ impl Backend for Engine {
         results
             .into_iter()
             .map(|r| {
-                let tokens = r.output().cloned().unwrap_or_default();
+                let tokens = r.hypotheses.into_iter().next().unwrap_or_default();
                 self.tokenizer
                     .decode(tokens)
                     .map_err(|e| EngineError::Tokenize(format!("{e:#}")))

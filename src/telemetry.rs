@@ -225,14 +225,6 @@ impl Metrics {
         }
     }
 
-    /// Jobs that ended with `code` so far.
-    pub fn job_errors(&self, code: ErrorCode) -> u64 {
-        ErrorCode::ALL
-            .iter()
-            .position(|c| *c == code)
-            .map_or(0, |i| self.jobs_error[i].get())
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8 * 1024);
@@ -358,6 +350,5 @@ mod tests {
         assert!(text.contains("translation_worker_jobs_total{outcome=\"too_large\"} 1"));
         assert!(text.contains("translation_worker_batch_size_bucket{le=\"4\"} 1"));
         assert!(text.contains("translation_worker_batch_size_count 1"));
-        assert_eq!(m.job_errors(ErrorCode::TooLarge), 1);
     }
 }

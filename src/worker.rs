@@ -442,7 +442,7 @@ impl Shared {
     /// Translates `texts`: cache first (one `MGET`), then the misses through the batcher.
     async fn translate_texts(
         &self,
-        texts: Vec<String>,
+        mut texts: Vec<String>,
         options: DecodeOptions,
     ) -> Result<(Vec<String>, Vec<bool>, Vec<(CacheKey, String)>), JobError> {
         let n = texts.len();
@@ -483,9 +483,10 @@ impl Shared {
         }
         let mut to_store = Vec::with_capacity(missing.len());
         if !missing.is_empty() {
+            // Keys are computed; the texts themselves are only needed for tokenizing.
             let sources: Vec<String> = missing
                 .iter()
-                .map(|(_, pos)| texts[pos[0]].clone())
+                .map(|(_, pos)| std::mem::take(&mut texts[pos[0]]))
                 .collect();
             let engine = self.engine.clone();
             // Tokenizing long documents is CPU work: keep it off the async threads.

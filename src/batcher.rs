@@ -137,7 +137,21 @@ struct Submission {
     key: CacheKey,
     tokens: Vec<String>,
     options: DecodeOptions,
+    waiter: Waiter,
+}
+
+/// Someone awaiting a translation: where to send it, and the span of the job that
+/// asked, so the batch's span can link back to every job it served.
+struct Waiter {
     reply: oneshot::Sender<Result<String, BatchError>>,
+    span: tracing::Span,
+}
+
+impl Waiter {
+    /// Answers; a waiter that gave up (deadline) has dropped its receiver, which is fine.
+    fn send(self, result: Result<String, BatchError>) {
+        let _ = self.reply.send(result);
+    }
 }
 
 /// A queued, distinct text.
@@ -159,7 +173,7 @@ struct Batch {
     /// Sorted by source length (less padding work when CTranslate2 drops finished rows).
     sources: Vec<Vec<String>>,
     /// `waiters[i]` receive the translation of `sources[i]` (several when merged).
-    waiters: Vec<Vec<oneshot::Sender<Result<String, BatchError>>>>,
+    waiters: Vec<Vec<Waiter>>,
 }
 
 /// Submits texts to the batcher. Cheap to clone; the batcher stops when every handle
@@ -184,7 +198,10 @@ impl BatcherHandle {
                 key,
                 tokens,
                 options,
-                reply,
+                waiter: Waiter {
+                    reply,
+                    span: tracing::Span::current(),
+                },
             })
             .await
             .map_err(|_| BatchError::Closed)?;
@@ -249,7 +266,7 @@ async fn run(
     // are bounded by `max_queue` (the receive branch pauses when it is reached).
     let max_queue = policy.max_batch_size * replicas * 4;
     let mut queue: VecDeque<Queued> = VecDeque::new();
-    let mut waiters: HashMap<CacheKey, Vec<oneshot::Sender<Result<String, BatchError>>>> =
+    let mut waiters: HashMap<CacheKey, Vec<Waiter>> =
         HashMap::new();
     let mut closed = false;
     loop {
@@ -281,7 +298,7 @@ async fn run(
             // No engine thread could start: fail everything instead of queueing forever.
             while let Some(q) = queue.pop_front() {
                 for w in waiters.remove(&q.key).unwrap_or_default() {
-                    let _ = w.send(Err(BatchError::Engine("no engine threads".into())));
+                    w.send(Err(BatchError::Engine("no engine threads".into())));
                 }
             }
         }
@@ -310,16 +327,16 @@ async fn sleep_until_opt(t: Option<Instant>) {
 
 fn enqueue(
     queue: &mut VecDeque<Queued>,
-    waiters: &mut HashMap<CacheKey, Vec<oneshot::Sender<Result<String, BatchError>>>>,
+    waiters: &mut HashMap<CacheKey, Vec<Waiter>>,
     s: Submission,
     metrics: &Metrics,
 ) {
     if let Some(w) = waiters.get_mut(&s.key) {
-        w.push(s.reply);
+        w.push(s.waiter);
         metrics.segments_deduplicated.inc();
         return;
     }
-    waiters.insert(s.key, vec![s.reply]);
+    waiters.insert(s.key, vec![s.waiter]);
     queue.push_back(Queued {
         pending: Pending {
             tokens: s.tokens.len(),
@@ -333,7 +350,7 @@ fn enqueue(
 
 fn take_batch(
     queue: &mut VecDeque<Queued>,
-    waiters: &mut HashMap<CacheKey, Vec<oneshot::Sender<Result<String, BatchError>>>>,
+    waiters: &mut HashMap<CacheKey, Vec<Waiter>>,
     positions: &[usize],
     metrics: &Metrics,
 ) -> Batch {
@@ -371,7 +388,7 @@ fn take_batch(
 
 fn fail_batch(batch: Batch, message: &str) {
     for w in batch.waiters.into_iter().flatten() {
-        let _ = w.send(Err(BatchError::Engine(message.to_string())));
+        w.send(Err(BatchError::Engine(message.to_string())));
     }
 }
 
@@ -389,12 +406,22 @@ fn call(
 /// batch fails as a whole, each text is retried alone so one bad input fails only
 /// its own job.
 fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
+    static NEXT_BATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let start = Instant::now();
     let Batch {
         options,
         sources,
         waiters,
     } = batch;
+    let batch_id = NEXT_BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Debug level: one span per batch is cheap, one event per job only when asked for.
+    let span = tracing::debug_span!("batch", batch_id, size = sources.len());
+    for w in waiters.iter().flatten() {
+        span.follows_from(&w.span);
+        w.span
+            .in_scope(|| tracing::debug!(batch_id, "text batched"));
+    }
+    let _entered = span.enter();
     let results: Vec<Result<String, BatchError>> = match call(backend, &sources, &options) {
         Ok(outs) => outs.into_iter().map(Ok).collect(),
         Err(e) => {
@@ -426,8 +453,7 @@ fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
         .observe(start.elapsed().as_secs_f64());
     for (ws, result) in waiters.into_iter().zip(results) {
         for w in ws {
-            // A waiter that gave up (deadline) has dropped its receiver: nothing to do.
-            let _ = w.send(result.clone());
+            w.send(result.clone());
         }
     }
 }

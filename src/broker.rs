@@ -9,7 +9,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
-use crate::config::{redact_url, AmqpConfig};
+use crate::config::{redact_url, AmqpConfig, QueueType};
 
 /// Header set on dead-lettered jobs: the contract error code.
 pub const DEAD_CODE_HEADER: &str = "x-translation-error-code";
@@ -25,6 +25,25 @@ pub enum BrokerError {
         /// Redacted URL.
         url: String,
         /// lapin's error.
+        source: lapin::Error,
+    },
+    /// The job queue exists with other arguments than this configuration declares
+    /// (another `amqp.queue_type`, delivery limit or dead-letter exchange). RabbitMQ
+    /// never changes an existing queue's arguments.
+    #[error(
+        "queue.declare of {queue} failed: {source}. The queue exists with other arguments \
+         than this worker declares ({queue_type} queue, {arguments}); RabbitMQ cannot change \
+         them on an existing queue (in particular not its type): configure a new amqp.queue \
+         name, or delete the old queue once it is drained"
+    )]
+    QueueMismatch {
+        /// The job queue.
+        queue: String,
+        /// The configured type.
+        queue_type: QueueType,
+        /// The arguments declared, for the message.
+        arguments: String,
+        /// lapin's error (PRECONDITION_FAILED).
         source: lapin::Error,
     },
     /// A topology, channel or consume operation failed.
@@ -243,13 +262,28 @@ pub async fn declare_topology(
     )
     .await
     .map_err(amqp("queue.bind (dead letters)"))?;
+    let arguments = job_queue_arguments(cfg);
     ch.queue_declare(
         cfg.queue.as_str().into(),
         QueueDeclareOptions::durable(),
-        job_queue_arguments(cfg),
+        arguments.clone(),
     )
     .await
-    .map_err(amqp("queue.declare (jobs)"))?;
+    .map_err(|source| {
+        if is_precondition_failed(&source) {
+            BrokerError::QueueMismatch {
+                queue: cfg.queue.clone(),
+                queue_type: cfg.queue_type,
+                arguments: describe_arguments(&arguments),
+                source,
+            }
+        } else {
+            BrokerError::Amqp {
+                op: "queue.declare (jobs)",
+                source,
+            }
+        }
+    })?;
     for key in routing_keys {
         ch.queue_bind(
             cfg.queue.as_str().into(),
@@ -265,12 +299,52 @@ pub async fn declare_topology(
 }
 
 /// Arguments of the job queue: messages rejected by the broker (e.g. expired) go to the
-/// dead-letter exchange.
+/// dead-letter exchange. A quorum queue (`x-queue-type`) also gets `x-delivery-limit`:
+/// a job delivered that many times without an ack (every worker that took it crashed
+/// or lost its connection) is dead-lettered instead of redelivered forever.
 pub fn job_queue_arguments(cfg: &AmqpConfig) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(cfg.dead_letter.as_str().into()),
     );
+    match cfg.queue_type {
+        QueueType::Classic => {}
+        QueueType::Quorum => {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(i64::from(cfg.delivery_limit)),
+            );
+        }
+    }
     args
+}
+
+/// Whether the broker refused a declaration as PRECONDITION_FAILED (406): the entity
+/// exists with other properties or arguments.
+pub fn is_precondition_failed(err: &lapin::Error) -> bool {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) => e.get_id() == 406,
+        _ => false,
+    }
+}
+
+/// `key=value, ...` of queue arguments, for error messages.
+fn describe_arguments(args: &FieldTable) -> String {
+    args.inner()
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                AMQPValue::LongString(s) => s.to_string(),
+                AMQPValue::LongLongInt(n) => n.to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

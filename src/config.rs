@@ -70,6 +70,43 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Health and metrics HTTP listener.
+    pub http: HttpConfig,
+}
+
+/// The HTTP listener for probes and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`; empty disables the listener.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9090".into(),
+        }
+    }
+}
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CPU (oneDNN or ruy backend).
+    Cpu,
+    /// NVIDIA GPU 0; needs a binary built with the `cuda` feature.
+    Cuda,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        })
+    }
 }
 
 /// RabbitMQ settings.
@@ -93,6 +130,34 @@ pub struct AmqpConfig {
     pub reconnect_initial_ms: u64,
     /// Upper bound of the exponential reconnect delay, in milliseconds.
     pub reconnect_max_ms: u64,
+    /// Type of the job queue: `classic` (one node) or `quorum` (replicated over the
+    /// cluster's nodes, survives losing a minority of them). RabbitMQ cannot change the
+    /// type of an existing queue: switching needs a new `queue` name, or deleting the
+    /// old queue once drained.
+    pub queue_type: QueueType,
+    /// Quorum queues only: deliveries of one job before the broker dead-letters it
+    /// (`x-delivery-limit`), so a job that crashes or stalls every worker taking it
+    /// ends in `dead_letter` instead of being redelivered forever.
+    pub delivery_limit: u32,
+}
+
+/// Type of the job queue (`x-queue-type`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A classic queue: lives on one broker node.
+    Classic,
+    /// A quorum queue: Raft-replicated, durable, with a delivery limit.
+    Quorum,
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        })
+    }
 }
 
 impl Default for AmqpConfig {
@@ -105,6 +170,8 @@ impl Default for AmqpConfig {
             prefetch: 128,
             reconnect_initial_ms: 200,
             reconnect_max_ms: 10_000,
+            queue_type: QueueType::Classic,
+            delivery_limit: 5,
         }
     }
 }
@@ -115,7 +182,12 @@ impl Default for AmqpConfig {
 pub struct RedisConfig {
     /// Use the cache at all.
     pub enabled: bool,
-    /// Redis URL, e.g. `redis://:pass@host:6379/0`. Logged only with the password redacted.
+    /// `standalone` (one Redis, or a primary behind a proxy/Sentinel address) or
+    /// `cluster` (Redis Cluster: keys spread over the nodes by hash slot).
+    pub mode: RedisMode,
+    /// Redis URL, e.g. `redis://:pass@host:6379/0`. In cluster mode a comma-separated
+    /// list of seed nodes (`redis://h1:6379,redis://h2:6379`); the rest of the cluster
+    /// is discovered from them. Logged only with passwords redacted.
     pub url: String,
     /// Lifetime of a cached translation, in seconds.
     pub ttl_secs: u64,
@@ -129,10 +201,41 @@ pub struct RedisConfig {
     pub breaker_cooldown_ms: u64,
 }
 
+/// How the cache talks to Redis.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis server (one URL).
+    Standalone,
+    /// A Redis Cluster reached through one or more seed URLs.
+    Cluster,
+}
+
+impl std::fmt::Display for RedisMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RedisMode::Standalone => "standalone",
+            RedisMode::Cluster => "cluster",
+        })
+    }
+}
+
+impl RedisConfig {
+    /// The URLs to connect to: `url` itself in standalone mode, each seed (trimmed,
+    /// empty entries skipped) in cluster mode.
+    pub fn urls(&self) -> Vec<&str> {
+        match self.mode {
+            RedisMode::Standalone => vec![self.url.as_str()],
+            RedisMode::Cluster => split_url_list(&self.url),
+        }
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".into(),
             ttl_secs: 30 * 24 * 3600,
             key_prefix: "tw".into(),
@@ -154,9 +257,12 @@ pub struct ModelConfig {
     pub source: String,
     /// Target language the model translates to.
     pub target: String,
+    /// `cpu`, or `cuda` (needs the `cuda` build).
+    pub device: Device,
     /// CTranslate2 compute type: `default`, `auto`, `int8`, `int8_float32`, `int16`, `float32`, ...
     pub compute_type: String,
-    /// Total CPU threads for inference; 0 means all available cores.
+    /// Total CPU threads for inference; 0 means the CPUs this process may use: the
+    /// container's CPU quota (cgroup `cpu.max`) when there is one, else the cores.
     pub threads: usize,
     /// Engine replicas sharing those threads; 0 means one replica per thread, which
     /// measured fastest on small CPUs (each replica runs its own batch).
@@ -176,6 +282,7 @@ impl Default for ModelConfig {
             id: String::new(),
             source: "ko".into(),
             target: "en".into(),
+            device: Device::Cpu,
             compute_type: "int8".into(),
             threads: 0,
             replicas: 0,
@@ -198,10 +305,10 @@ impl ModelConfig {
             .unwrap_or_else(|| "model".into())
     }
 
-    /// Total inference threads after resolving `0 = all cores`.
+    /// Total inference threads after resolving `0 = the CPUs we may use`.
     pub fn total_threads(&self) -> usize {
         if self.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            available_cpus()
         } else {
             self.threads
         }
@@ -262,6 +369,62 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
         }
     }
+}
+
+/// CPUs this process may use: the cgroup CPU quota (rounded up, at least 1) when one
+/// is set, capped by the cores it may run on. A pod limited to 2 CPUs on a 64-core node
+/// gets 2, not 64: more threads than quota only adds throttling.
+pub fn available_cpus() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match cgroup_cpu_quota() {
+        Some(q) => (q.ceil() as usize).clamp(1, cores),
+        None => cores,
+    }
+}
+
+/// The CPU quota of this process's cgroup in CPUs (v2 `cpu.max`, else v1
+/// `cpu.cfs_quota_us` / `cpu.cfs_period_us`), or `None` when unlimited or unknown.
+pub fn cgroup_cpu_quota() -> Option<f64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    // The process's own cgroup; in a container that is usually the root of its view.
+    let v2_dir = read("/proc/self/cgroup")
+        .and_then(|s| parse_cgroup_v2_path(&s))
+        .unwrap_or_default();
+    for dir in [format!("/sys/fs/cgroup{v2_dir}"), "/sys/fs/cgroup".into()] {
+        if let Some(max) = read(&format!("{}/cpu.max", dir.trim_end_matches('/'))) {
+            return parse_cpu_max(&max);
+        }
+    }
+    let quota = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?;
+    let period = read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?;
+    parse_cfs_quota(&quota, &period)
+}
+
+/// The cgroup v2 path from `/proc/self/cgroup` (the `0::<path>` line).
+fn parse_cgroup_v2_path(s: &str) -> Option<String> {
+    s.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| p != "/")
+}
+
+/// Parses cgroup v2 `cpu.max` (`"<quota> <period>"`, quota `max` = unlimited).
+fn parse_cpu_max(s: &str) -> Option<f64> {
+    let mut it = s.split_whitespace();
+    let quota = it.next()?;
+    let period: f64 = it.next().map_or(Some(100_000.0), |p| p.parse().ok())?;
+    if quota == "max" || period <= 0.0 {
+        return None;
+    }
+    let quota: f64 = quota.parse().ok()?;
+    (quota > 0.0).then(|| quota / period)
+}
+
+/// Parses cgroup v1 CFS quota and period (`-1` quota = unlimited).
+fn parse_cfs_quota(quota: &str, period: &str) -> Option<f64> {
+    let quota: i64 = quota.trim().parse().ok()?;
+    let period: i64 = period.trim().parse().ok()?;
+    (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
 }
 
 /// Graceful shutdown.
@@ -390,18 +553,26 @@ impl Config {
             "must be at least 1",
         )?;
         check(
+            self.amqp.queue_type == QueueType::Classic || self.amqp.delivery_limit >= 1,
+            "amqp.delivery_limit",
+            "must be at least 1 for a quorum queue",
+        )?;
+        check(
             self.amqp.reconnect_initial_ms >= 1
                 && self.amqp.reconnect_initial_ms <= self.amqp.reconnect_max_ms,
             "amqp.reconnect_initial_ms",
             "must be at least 1 and at most amqp.reconnect_max_ms",
         )?;
-        check(
-            self.redis.url.starts_with("redis://")
-                || self.redis.url.starts_with("rediss://")
-                || self.redis.url.starts_with("unix://"),
-            "redis.url",
-            "must start with redis://, rediss:// or unix://",
-        )?;
+        match self.redis.mode {
+            RedisMode::Standalone => check(
+                self.redis.url.starts_with("redis://")
+                    || self.redis.url.starts_with("rediss://")
+                    || self.redis.url.starts_with("unix://"),
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            )?,
+            RedisMode::Cluster => validate_cluster_seeds(&self.redis.url)?,
+        }
         check(
             self.redis.ttl_secs >= 1,
             "redis.ttl_secs",
@@ -446,6 +617,17 @@ impl Config {
             self.model.replicas <= self.model.total_threads(),
             "model.replicas",
             "must not exceed model.threads (or the core count when threads = 0)",
+        )?;
+        check(
+            self.http.listen.is_empty()
+                || self.http.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "http.listen",
+            "must be host:port with an IP address (e.g. 0.0.0.0:9090), or empty to disable",
+        )?;
+        check(
+            self.model.device == Device::Cpu || cfg!(feature = "cuda"),
+            "model.device",
+            "cuda needs a binary built with the `cuda` feature (this one is CPU-only)",
         )?;
         check(
             self.batch.max_batch_size >= 1,
@@ -547,8 +729,80 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     Ok(())
 }
 
-/// Hides the password of a URL (`scheme://user:***@host/...`) for logs and errors.
+/// Checks `redis.url` in cluster mode: at least one seed, each a `redis://` or
+/// `rediss://` URL that parses. Messages show seeds only redacted.
+fn validate_cluster_seeds(list: &str) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "redis.url",
+        message,
+    };
+    let seeds = split_url_list(list);
+    if seeds.is_empty() {
+        return Err(invalid(
+            "must list at least one seed node in cluster mode (redis://host:port,...)".into(),
+        ));
+    }
+    for (i, seed) in seeds.iter().enumerate() {
+        let n = i + 1;
+        if !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
+            return Err(invalid(format!(
+                "seed {n} ({}) must start with redis:// or rediss:// in cluster mode",
+                redact_url(seed)
+            )));
+        }
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(*seed) {
+            return Err(invalid(format!(
+                "seed {n} ({}) does not parse: {}",
+                redact_url(seed),
+                e
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a comma-separated list of URLs. A comma separates only where the next entry
+/// starts with `scheme://` (or nothing follows), so a comma inside one URL (e.g. in a
+/// password) does not split it.
+pub fn split_url_list(list: &str) -> Vec<&str> {
+    fn starts_with_scheme(t: &str) -> bool {
+        t.find("://").is_some_and(|p| {
+            p > 0
+                && t[..p].starts_with(|c: char| c.is_ascii_alphabetic())
+                && t[..p]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        let rest = list[i + 1..].trim_start();
+        if rest.is_empty() || starts_with_scheme(rest) {
+            out.push(list[start..i].trim());
+            start = i + 1;
+        }
+    }
+    out.push(list[start..].trim());
+    out.retain(|u| !u.is_empty());
+    out
+}
+
+/// Hides the password of a URL (`scheme://user:***@host/...`) for logs and errors. A
+/// comma-separated list (Redis Cluster seeds) has each of its URLs redacted.
 pub fn redact_url(url: &str) -> String {
+    let urls = split_url_list(url);
+    if urls.len() > 1 {
+        return urls
+            .iter()
+            .map(|u| redact_one_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one_url(url)
+}
+
+fn redact_one_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
@@ -588,6 +842,34 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn cgroup_quota_parsing() {
+        assert_eq!(parse_cpu_max("200000 100000\n"), Some(2.0));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(1.5));
+        assert_eq!(parse_cpu_max("max 100000"), None);
+        assert_eq!(parse_cpu_max("garbage"), None);
+        assert_eq!(parse_cfs_quota("-1\n", "100000\n"), None);
+        assert_eq!(parse_cfs_quota("50000\n", "100000\n"), Some(0.5));
+        assert_eq!(
+            parse_cgroup_v2_path("0::/kubepods/pod1/ctr\n"),
+            Some("/kubepods/pod1/ctr".into())
+        );
+        assert_eq!(parse_cgroup_v2_path("0::/\n"), None);
+        assert_eq!(parse_cgroup_v2_path("4:cpu,cpuacct:/docker/x\n"), None);
+        let cpus = available_cpus();
+        assert!(cpus >= 1 && cpus <= std::thread::available_parallelism().unwrap().get());
+    }
+
+    #[test]
+    fn http_listen_and_device_are_validated() {
+        let bad = Config::from_sources("[http]\nlisten = \"nowhere\"\n", None, env(&[]));
+        assert!(bad.unwrap_err().to_string().contains("http.listen"));
+        let off = Config::from_sources("", None, env(&[("TW_HTTP__LISTEN", "")])).unwrap();
+        assert_eq!(off.http.listen, "");
+        let cuda = Config::from_sources("", None, env(&[("TW_MODEL__DEVICE", "cuda")]));
+        assert_eq!(cuda.is_ok(), cfg!(feature = "cuda"));
     }
 
     #[test]

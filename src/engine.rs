@@ -102,7 +102,10 @@ impl Engine {
         })?;
         let (replicas, threads_per_replica) = cfg.threading();
         let ct2_config = Ct2Config {
-            device: Device::CPU,
+            device: match cfg.device {
+                crate::config::Device::Cpu => Device::CPU,
+                crate::config::Device::Cuda => Device::CUDA,
+            },
             // Validated at config load; `default` is a safe fallback.
             compute_type: parse_compute_type(&cfg.compute_type).unwrap_or(ComputeType::DEFAULT),
             // One entry per replica on the same device: each replica runs its own batch

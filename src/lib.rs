@@ -10,7 +10,8 @@
 //!   engine thread per replica.
 //! - [`engine`]: CTranslate2 model and tokenizer (blocking; used from engine threads).
 //! - [`worker`]: ties them together per delivery; reconnects; graceful drain.
-//! - [`telemetry`]: logging set-up and Prometheus-style metrics.
+//! - [`telemetry`]: logging set-up, Prometheus metrics and readiness state.
+//! - [`http`]: `/healthz`, `/readyz` and `/metrics` for probes and scrapers.
 //! - [`bench`]: `bench-engine`, the raw CTranslate2 throughput ceiling.
 //!
 //! Data flow: delivery → [`protocol::parse_job`] → [`cache::Cache::get_many`] → misses
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod cache;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod protocol;
 pub mod telemetry;
 pub mod worker;

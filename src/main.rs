@@ -1,13 +1,15 @@
 //! `translation-worker` binary: parses the command line and runs the worker.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use translation_worker::bench::EngineBench;
 use translation_worker::config::Config;
-use translation_worker::telemetry;
+use translation_worker::http::HttpServer;
+use translation_worker::telemetry::{self, Metrics};
 use translation_worker::worker::Worker;
 
 #[derive(Parser)]
@@ -67,10 +69,30 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let worker = Worker::start(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    let metrics = Arc::new(Metrics::default());
+    // Probes and metrics first: liveness holds during a long model load, and the
+    // listener outlives the drain (it stops after the worker).
+    let http_stop = CancellationToken::new();
+    let http = if config.http.listen.is_empty() {
+        None
+    } else {
+        let server = HttpServer::bind(&config.http.listen, metrics.clone()).await?;
+        if let Some(addr) = server.local_addr() {
+            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+        }
+        Some(tokio::spawn(server.serve(http_stop.clone())))
+    };
+    let worker = tokio::select! {
+        w = Worker::start_observed(config, metrics, |engine| engine) => w?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     worker.run(shutdown).await;
+    http_stop.cancel();
+    if let Some(task) = http {
+        task.await.context("HTTP task")??;
+    }
     Ok(())
 }
 

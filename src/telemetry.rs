@@ -79,6 +79,57 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Sets the value (state gauges: 0 or 1).
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+/// What the build and the loaded model are, for `translation_worker_build_info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// Crate version.
+    pub version: &'static str,
+    /// Model id served.
+    pub model: String,
+    /// CTranslate2 CPU backend compiled in (`dnnl`, `ruy`, `cuda`).
+    pub backend: &'static str,
+    /// `cpu` or `cuda`.
+    pub device: String,
+}
+
+/// The CTranslate2 backend this binary was built with.
+pub const BACKEND: &str = if cfg!(feature = "cuda") {
+    "cuda"
+} else if cfg!(feature = "dnnl") {
+    "dnnl"
+} else if cfg!(feature = "ruy") {
+    "ruy"
+} else {
+    "default"
+};
+
+/// Readiness as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Readiness {
+    /// Model loaded and batcher running.
+    pub model_loaded: bool,
+    /// AMQP connection and channels open.
+    pub broker_connected: bool,
+    /// A consumer is registered on the job queue (false while draining).
+    pub consuming: bool,
+    /// Cache configured at all.
+    pub cache_enabled: bool,
+    /// Last Redis call succeeded (reported, not required: the cache is optional).
+    pub redis_up: bool,
+}
+
+impl Readiness {
+    /// Ready to take jobs: model, broker and consumer, but not Redis.
+    pub fn ready(&self) -> bool {
+        self.model_loaded && self.broker_connected && self.consuming
+    }
 }
 
 /// A histogram with fixed upper bounds (cumulative buckets rendered as Prometheus does).
@@ -181,6 +232,18 @@ pub struct Metrics {
     pub engine_errors: Counter,
     /// Broker (re)connections after the first.
     pub broker_reconnects: Counter,
+    /// 1 while the model is loaded and the batcher runs.
+    pub model_loaded: Gauge,
+    /// 1 while the AMQP connection is open.
+    pub broker_connected: Gauge,
+    /// 1 while a consumer is registered on the job queue.
+    pub consuming: Gauge,
+    /// 1 when the cache is configured.
+    pub cache_enabled: Gauge,
+    /// 1 after a successful Redis call, 0 after a failed one.
+    pub redis_up: Gauge,
+    /// Set once the model is loaded.
+    pub build_info: std::sync::OnceLock<BuildInfo>,
     /// Texts per engine batch.
     pub batch_size: Histogram,
     /// Padded tokens (texts × longest source) per engine batch.
@@ -208,6 +271,12 @@ impl Default for Metrics {
             cache_stores: Counter::default(),
             engine_errors: Counter::default(),
             broker_reconnects: Counter::default(),
+            model_loaded: Gauge::default(),
+            broker_connected: Gauge::default(),
+            consuming: Gauge::default(),
+            cache_enabled: Gauge::default(),
+            redis_up: Gauge::default(),
+            build_info: std::sync::OnceLock::new(),
             batch_size: Histogram::new(SIZE_BUCKETS),
             batch_tokens: Histogram::new(TOKEN_BUCKETS),
             batch_wait_seconds: Histogram::new(SECONDS_BUCKETS),
@@ -225,10 +294,45 @@ impl Metrics {
         }
     }
 
+    /// The worker's readiness, from its state gauges.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            model_loaded: self.model_loaded.get() == 1,
+            broker_connected: self.broker_connected.get() == 1,
+            consuming: self.consuming.get() == 1,
+            cache_enabled: self.cache_enabled.get() == 1,
+            redis_up: self.redis_up.get() == 1,
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8 * 1024);
         let p = "translation_worker";
+        if let Some(b) = self.build_info.get() {
+            let _ = writeln!(
+                o,
+                "# HELP {p}_build_info Build and model of this worker (always 1).\n# TYPE {p}_build_info gauge\n{p}_build_info{{version=\"{}\",model=\"{}\",backend=\"{}\",device=\"{}\"}} 1",
+                b.version,
+                escape_label(&b.model),
+                b.backend,
+                escape_label(&b.device)
+            );
+        }
+        let ready = self.readiness().ready();
+        for (name, help, v) in [
+            ("ready", "1 when the worker takes jobs (model, broker, consumer).", u64::from(ready)),
+            ("model_loaded", "1 while the model is loaded.", self.model_loaded.get()),
+            ("broker_connected", "1 while the broker connection is open.", self.broker_connected.get()),
+            ("consuming", "1 while consuming the job queue.", self.consuming.get()),
+            ("cache_enabled", "1 when the Redis cache is configured.", self.cache_enabled.get()),
+            ("redis_up", "1 after a successful Redis call, 0 after a failed one.", self.redis_up.get()),
+        ] {
+            let _ = writeln!(
+                o,
+                "# HELP {p}_{name} {help}\n# TYPE {p}_{name} gauge\n{p}_{name} {v}"
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP {p}_jobs_total Jobs answered, by outcome (ok or error code).\n# TYPE {p}_jobs_total counter"
@@ -317,11 +421,18 @@ impl Metrics {
         );
         self.job_seconds.render(
             &mut o,
-            &format!("{p}_job_seconds"),
+            &format!("{p}_job_duration_seconds"),
             "Time from receiving a job to acknowledging it.",
         );
         o
     }
+}
+
+/// Escapes a Prometheus label value (backslash, quote, newline).
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -350,5 +461,31 @@ mod tests {
         assert!(text.contains("translation_worker_jobs_total{outcome=\"too_large\"} 1"));
         assert!(text.contains("translation_worker_batch_size_bucket{le=\"4\"} 1"));
         assert!(text.contains("translation_worker_batch_size_count 1"));
+        assert!(text.contains("translation_worker_ready 0"));
+        assert!(!text.contains("build_info"), "no build info before the model loads");
+    }
+
+    #[test]
+    fn readiness_needs_model_broker_and_consumer_but_not_redis() {
+        let m = Metrics::default();
+        assert!(!m.readiness().ready());
+        m.model_loaded.set(1);
+        m.broker_connected.set(1);
+        assert!(!m.readiness().ready());
+        m.consuming.set(1);
+        assert!(m.readiness().ready());
+        m.redis_up.set(0);
+        assert!(m.readiness().ready());
+        m.build_info
+            .set(BuildInfo {
+                version: "1.2.3",
+                model: "a\"b".into(),
+                backend: BACKEND,
+                device: "cpu".into(),
+            })
+            .unwrap();
+        let text = m.render();
+        assert!(text.contains("translation_worker_ready 1"));
+        assert!(text.contains(r#"model="a\"b""#), "{text}");
     }
 }

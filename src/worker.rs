@@ -21,7 +21,7 @@ use crate::cache::{Cache, CacheError, CacheKey, KeyContext};
 use crate::config::{redact_url, Config};
 use crate::engine::{Backend, Engine, EngineError};
 use crate::protocol::{parse_job, DecodeOptions, ErrorCode, JobError, Reply};
-use crate::telemetry::Metrics;
+use crate::telemetry::{BuildInfo, Metrics, BACKEND};
 
 /// Errors that stop the worker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,16 @@ impl Worker {
         config: Config,
         wrap: impl FnOnce(Arc<Engine>) -> Arc<dyn Backend>,
     ) -> Result<Self, WorkerError> {
-        let metrics = Arc::new(Metrics::default());
+        Self::start_observed(config, Arc::new(Metrics::default()), wrap).await
+    }
+
+    /// Like [`Worker::start_with`], counting into `metrics`, which may already be
+    /// served (the HTTP listener starts before the model loads).
+    pub async fn start_observed(
+        config: Config,
+        metrics: Arc<Metrics>,
+        wrap: impl FnOnce(Arc<Engine>) -> Arc<dyn Backend>,
+    ) -> Result<Self, WorkerError> {
         let model_cfg = config.model.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::load(&model_cfg))
             .await
@@ -111,11 +120,20 @@ impl Worker {
             no_repeat_ngram_size: 0,
         };
         let model_id = config.model.model_id();
+        let _ = metrics.build_info.set(BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            model: model_id.clone(),
+            backend: BACKEND,
+            device: config.model.device.to_string(),
+        });
+        metrics.cache_enabled.set(u64::from(config.redis.enabled));
+        metrics.model_loaded.set(1);
         tracing::info!(
             model = %model_id,
             path = %config.model.path.display(),
             replicas,
             threads_per_replica = threads,
+            device = %config.model.device,
             compute_type = %config.model.compute_type,
             redis = %redact_url(&config.redis.url),
             cache = config.redis.enabled,
@@ -178,6 +196,7 @@ impl Worker {
                     }
                     connected_before = true;
                     backoff = initial;
+                    shared.metrics.broker_connected.set(1);
                     tracing::info!(
                         url = %redact_url(&amqp.url),
                         queue = %amqp.queue,
@@ -185,10 +204,16 @@ impl Worker {
                         "consuming"
                     );
                     let session = Arc::new(session);
-                    match consume(&shared, &session, &shutdown, &tracker).await {
+                    let consumed = consume(&shared, &session, &shutdown, &tracker).await;
+                    shared.metrics.consuming.set(0);
+                    if consumed.is_err() {
+                        shared.metrics.broker_connected.set(0);
+                    }
+                    match consumed {
                         Ok(()) => {
                             drain(&shared, &tracker).await;
                             session.close().await;
+                            shared.metrics.broker_connected.set(0);
                             break;
                         }
                         Err(e) => tracing::warn!(error = %e, "broker connection lost"),
@@ -209,6 +234,7 @@ impl Worker {
         }
         // Jobs of a lost connection may still be running; give them the same deadline.
         drain(&shared, &tracker).await;
+        shared.metrics.model_loaded.set(0);
         drop(shared);
         // Dropping the last batcher handle lets the batcher finish and stop.
         let Worker {
@@ -263,11 +289,14 @@ async fn consume(
     tracker: &TaskTracker,
 ) -> Result<(), BrokerError> {
     let mut consumer = session.consume(&shared.config.amqp.queue, "").await?;
+    shared.metrics.consuming.set(1);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 tracing::info!("shutdown: no longer consuming, finishing in-flight jobs");
+                // Unready at once, so Kubernetes stops counting this pod while it drains.
+                shared.metrics.consuming.set(0);
                 // Deliveries the broker already pushed but we never read stay unacked
                 // and are redelivered when the connection closes.
                 let _ = session
@@ -286,6 +315,8 @@ async fn consume(
                             .as_ref()
                             .map(|c| c.as_str().to_owned()),
                         delivery_tag = delivery.delivery_tag,
+                        // The job's own id, recorded once the body is parsed.
+                        id = tracing::field::Empty,
                     );
                     let shared = shared.clone();
                     let session = session.clone();
@@ -390,6 +421,9 @@ impl Shared {
     async fn try_process(&self, body: &[u8]) -> Result<Outcome, JobError> {
         let job = parse_job(body, &self.config.limits)?;
         let id = job.id.clone();
+        if let Some(id) = &id {
+            tracing::Span::current().record("id", id.as_str());
+        }
         let model = &self.config.model;
         for (field, want, got) in [
             ("source", &model.source, &job.source),

@@ -22,6 +22,8 @@ fn spawn_worker(config: &Config) -> Child {
         .env("TW_MODEL__THREADS", "2")
         .env("TW_SHUTDOWN__DRAIN_TIMEOUT_SECS", "20")
         .env("TW_LOG__FORMAT", "json")
+        // Several test binaries run at once: no fixed metrics port.
+        .env("TW_HTTP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -1,0 +1,241 @@
+//! Operations: `/healthz`, `/readyz` and `/metrics` of a running worker, scraped over
+//! real HTTP while real jobs flow; readiness follows the broker connection (cut here
+//! with a TCP proxy in front of RabbitMQ, so other tests keep their broker).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use translation_worker::http::HttpServer;
+use translation_worker::telemetry::Metrics;
+use translation_worker::worker::Worker;
+
+/// A TCP proxy to the local RabbitMQ that can cut every connection and refuse new
+/// ones, as a broker outage looks to the worker.
+struct Proxy {
+    port: u16,
+    down: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (d, c) = (down.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused, in effect
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut upstream) = TcpStream::connect("127.0.0.1:5672").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                    }
+                });
+                c.lock().unwrap().push(task);
+            }
+        });
+        Self {
+            port,
+            down,
+            conns,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Drops every proxied connection and refuses new ones.
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// A plain HTTP/1.1 GET: status code and body.
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).expect("HTTP response is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
+}
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_until_status(port: u16, path: &str, want: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = get(port, path).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} stayed {status} (wanted {want}): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_metrics_follow_real_work_and_the_broker() {
+    let proxy = Proxy::start().await;
+    let mut config = test_config();
+    config.amqp.url = proxy.url();
+    config.amqp.reconnect_max_ms = 200;
+    let metrics = Arc::new(Metrics::default());
+    let server = HttpServer::bind("127.0.0.1:0", metrics.clone())
+        .await
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(server.serve(http_stop.clone()));
+
+    // Before the model is loaded: alive, not ready, no build info yet.
+    assert_eq!(get(port, "/healthz").await.0, 200);
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["model_loaded"],
+        false
+    );
+
+    let worker = Worker::start_observed(config.clone(), metrics.clone(), |e| e)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+    let ready = wait_until_status(port, "/readyz", 200, Duration::from_secs(30)).await;
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["broker_connected"], true);
+    assert_eq!(ready["consuming"], true);
+
+    let (_, m0) = get(port, "/metrics").await;
+    assert_eq!(sample(&m0, "translation_worker_ready"), 1.0);
+    assert_eq!(
+        sample(&m0, "translation_worker_jobs_total{outcome=\"ok\"}"),
+        0.0
+    );
+    assert!(
+        m0.contains("translation_worker_build_info{version=\"")
+            && m0.contains("model=\"copy-model\""),
+        "{m0}"
+    );
+
+    // Real jobs through the broker: 20 distinct texts, one repeat, one bad body.
+    let bus = Bus::connect().await;
+    for i in 0..20 {
+        let r = bus
+            .rpc(
+                &config.amqp.queue,
+                &serde_json::to_vec(&json!({"text": sample_text(i)})).unwrap(),
+            )
+            .await;
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+    let again = serde_json::to_vec(&json!({"text": sample_text(0)})).unwrap();
+    assert_eq!(bus.rpc(&config.amqp.queue, &again).await["cached"][0], true);
+    let bad = bus.rpc(&config.amqp.queue, b"{not json").await;
+    assert_eq!(bad["error"]["code"], "invalid_json", "{bad}");
+
+    let (status, m1) = get(port, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&m1, "translation_worker_jobs_total{outcome=\"ok\"}"),
+        21.0
+    );
+    assert_eq!(
+        sample(&m1, "translation_worker_jobs_total{outcome=\"invalid_json\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m1, "translation_worker_segments_total{cache=\"miss\"}"),
+        20.0
+    );
+    assert_eq!(
+        sample(&m1, "translation_worker_segments_total{cache=\"hit\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m1, "translation_worker_job_duration_seconds_count"),
+        22.0
+    );
+    assert!(sample(&m1, "translation_worker_batch_size_count") >= 1.0);
+    assert_eq!(sample(&m1, "translation_worker_batch_size_sum"), 20.0);
+    assert!(sample(&m1, "translation_worker_inference_seconds_sum") > 0.0);
+    assert_eq!(sample(&m1, "translation_worker_jobs_in_flight"), 0.0);
+    assert_eq!(sample(&m1, "translation_worker_broker_reconnects_total"), 0.0);
+
+    // The broker goes away: unready within seconds, still alive.
+    proxy.cut();
+    let body = wait_until_status(port, "/readyz", 503, Duration::from_secs(10)).await;
+    assert!(body.contains("\"broker_connected\":false"), "{body}");
+    assert_eq!(get(port, "/healthz").await.0, 200);
+    let (_, m2) = get(port, "/metrics").await;
+    assert_eq!(sample(&m2, "translation_worker_ready"), 0.0);
+    assert_eq!(sample(&m2, "translation_worker_broker_connected"), 0.0);
+
+    // It comes back: ready again, and the reconnect is counted.
+    proxy.restore();
+    wait_until_status(port, "/readyz", 200, Duration::from_secs(30)).await;
+    let (_, m3) = get(port, "/metrics").await;
+    assert!(sample(&m3, "translation_worker_broker_reconnects_total") >= 1.0);
+    let r = bus
+        .rpc(
+            &config.amqp.queue,
+            &serde_json::to_vec(&json!({"text": "after the outage"})).unwrap(),
+        )
+        .await;
+    assert_eq!(r["translations"][0], "after the outage");
+
+    // Draining: unready at once; the listener stops when told.
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    assert_eq!(get(port, "/readyz").await.0, 503);
+    http_stop.cancel();
+    http.await.unwrap().unwrap();
+    cleanup(&config).await;
+}

@@ -22,10 +22,13 @@ def main() -> None:
     p.add_argument("--queue", default="translation.jobs")
     p.add_argument("--sentences", default="benches/data/sentences.ko.txt")
     p.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/%2f")
+    p.add_argument("--tag", default=None,
+                   help="suffix making texts unique; repeat a run's tag to measure cache hits")
     a = p.parse_args()
     with open(a.sentences, encoding="utf-8") as f:
         lines = [l.rstrip("\n") for l in f if l.strip()][: a.jobs]
-    tag = uuid.uuid4().hex[:6]  # unique per run, so nothing is served from the cache
+    # Unique per run unless given, so nothing is served from the cache.
+    tag = a.tag or uuid.uuid4().hex[:6]
     texts = [f"{s} [{tag}]" for s in lines]
     conn = pika.BlockingConnection(pika.URLParameters(a.url))
     ch = conn.channel()

@@ -266,8 +266,7 @@ async fn run(
     // are bounded by `max_queue` (the receive branch pauses when it is reached).
     let max_queue = policy.max_batch_size * replicas * 4;
     let mut queue: VecDeque<Queued> = VecDeque::new();
-    let mut waiters: HashMap<CacheKey, Vec<Waiter>> =
-        HashMap::new();
+    let mut waiters: HashMap<CacheKey, Vec<Waiter>> = HashMap::new();
     let mut closed = false;
     loop {
         let wake_at = loop {

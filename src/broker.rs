@@ -348,3 +348,51 @@ fn describe_arguments(args: &FieldTable) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arg<'a>(args: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
+        args.inner().get(key)
+    }
+
+    #[test]
+    fn classic_job_queue_has_only_the_dead_letter_exchange() {
+        let cfg = AmqpConfig::default();
+        let args = job_queue_arguments(&cfg);
+        assert_eq!(args.inner().len(), 1);
+        assert_eq!(
+            arg(&args, "x-dead-letter-exchange"),
+            Some(&AMQPValue::LongString("translation.dead".into()))
+        );
+        assert_eq!(arg(&args, "x-queue-type"), None);
+        assert_eq!(arg(&args, "x-delivery-limit"), None);
+    }
+
+    #[test]
+    fn quorum_job_queue_has_type_and_delivery_limit() {
+        let cfg = AmqpConfig {
+            queue_type: QueueType::Quorum,
+            delivery_limit: 7,
+            ..AmqpConfig::default()
+        };
+        let args = job_queue_arguments(&cfg);
+        assert_eq!(args.inner().len(), 3);
+        assert_eq!(
+            arg(&args, "x-dead-letter-exchange"),
+            Some(&AMQPValue::LongString("translation.dead".into()))
+        );
+        assert_eq!(
+            arg(&args, "x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(
+            arg(&args, "x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(7))
+        );
+        let text = describe_arguments(&args);
+        assert!(text.contains("x-queue-type=quorum"), "{text}");
+        assert!(text.contains("x-delivery-limit=7"), "{text}");
+    }
+}

@@ -3,14 +3,24 @@
 //!
 //! Redis is an accelerator, not a dependency: every failure is logged, counted and
 //! turned into a miss (lookups) or a skipped store.
+//!
+//! Standalone Redis gets one `MGET` per job. A Redis Cluster refuses a multi-key
+//! command whose keys hash to different slots (CROSSSLOT), and the keys are
+//! deliberately not hash-tagged (that would pin every key to one node); there each key
+//! is its own `GET`/`SET`, all sent at once over the multiplexed connections, so a job
+//! still costs about one round trip to each node it touches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::try_join_all;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::RedisResult;
 
-use crate::config::{redact_url, RedisConfig};
+use crate::config::{redact_url, RedisConfig, RedisMode};
 use crate::protocol::DecodeOptions;
 use crate::telemetry::Metrics;
 
@@ -20,7 +30,8 @@ const FORMAT_VERSION: u8 = 1;
 /// Errors from the cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// The Redis URL could not be parsed (the message carries the redacted URL).
+    /// The Redis URL (or a cluster seed) could not be parsed (the message carries the
+    /// redacted URL).
     #[error("invalid redis URL {url}: {message}")]
     Url {
         /// Redacted URL.
@@ -138,10 +149,116 @@ impl Breaker {
     }
 }
 
+/// The connection to standalone Redis or to a Redis Cluster.
+enum Connection {
+    /// One server; the manager reconnects by itself.
+    Standalone(ConnectionManager),
+    /// A cluster, through its seed nodes (boxed: the client is large).
+    Cluster(Box<LazyCluster>),
+}
+
+/// A cluster connection made on first use and made afresh after a failure.
+///
+/// The cluster connection follows slot moves and reconnects single nodes itself; it is
+/// still dropped after any failure, so the breaker's next probe starts from the seeds
+/// (the whole cluster may have been restarted, on new addresses).
+struct LazyCluster {
+    client: ClusterClient,
+    conn: Mutex<Option<ClusterConnection>>,
+    /// Held while connecting, so concurrent jobs wait for one connection attempt.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl LazyCluster {
+    fn current(&self) -> Option<ClusterConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn get(&self) -> RedisResult<ClusterConnection> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let c = self.client.get_async_connection().await?;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    fn reset(&self) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Connection {
+    /// Values of `names`, in order (`None` where absent).
+    async fn get(&self, names: &[String]) -> RedisResult<Vec<Option<Vec<u8>>>> {
+        match self {
+            Connection::Standalone(m) => {
+                let mut conn = m.clone();
+                redis::cmd("MGET").arg(names).query_async(&mut conn).await
+            }
+            Connection::Cluster(lazy) => {
+                let conn = lazy.get().await?;
+                try_join_all(names.iter().map(|name| {
+                    let mut conn = conn.clone();
+                    async move { redis::cmd("GET").arg(name).query_async(&mut conn).await }
+                }))
+                .await
+            }
+        }
+    }
+
+    /// Stores every `(name, value)` with a lifetime of `ttl_secs`.
+    async fn set(&self, entries: &[(String, Vec<u8>)], ttl_secs: u64) -> RedisResult<()> {
+        match self {
+            Connection::Standalone(m) => {
+                let mut conn = m.clone();
+                let mut pipe = redis::pipe();
+                for (name, value) in entries {
+                    pipe.cmd("SET")
+                        .arg(name)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(ttl_secs)
+                        .ignore();
+                }
+                pipe.query_async(&mut conn).await
+            }
+            Connection::Cluster(lazy) => {
+                let conn = lazy.get().await?;
+                try_join_all(entries.iter().map(|(name, value)| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("SET")
+                            .arg(name)
+                            .arg(value)
+                            .arg("EX")
+                            .arg(ttl_secs)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    }
+                }))
+                .await
+                .map(drop)
+            }
+        }
+    }
+
+    /// Forgets the connection after a failure (cluster only; the manager reconnects).
+    fn reset(&self) {
+        if let Connection::Cluster(lazy) = self {
+            lazy.reset();
+        }
+    }
+}
+
 /// The translation cache.
 pub struct Cache {
     /// `None` when caching is disabled.
-    conn: Option<ConnectionManager>,
+    conn: Option<Connection>,
     prefix: String,
     ttl_secs: u64,
     timeout: Duration,
@@ -154,19 +271,7 @@ impl Cache {
     /// error, the worker runs without cache until it is back.
     pub fn new(cfg: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
         let conn = if cfg.enabled {
-            let url_err = |e: redis::RedisError| CacheError::Url {
-                url: redact_url(&cfg.url),
-                message: e.to_string(),
-            };
-            let client = redis::Client::open(cfg.url.as_str()).map_err(url_err)?;
-            let timeout = Duration::from_millis(cfg.timeout_ms);
-            let mgr_cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                // One quick retry inside the manager; the breaker handles longer outages.
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(100));
-            Some(ConnectionManager::new_lazy_with_config(client, mgr_cfg).map_err(url_err)?)
+            Some(connect_lazy(cfg)?)
         } else {
             None
         };
@@ -194,17 +299,18 @@ impl Cache {
         s
     }
 
-    fn usable(&self) -> Option<ConnectionManager> {
+    fn usable(&self) -> Option<&Connection> {
         let conn = self.conn.as_ref()?;
         if self.breaker.allow() {
-            Some(conn.clone())
+            Some(conn)
         } else {
             self.metrics.cache_skipped.inc();
             None
         }
     }
 
-    fn failed(&self, op: &str, err: &dyn std::fmt::Display) {
+    fn failed(&self, conn: &Connection, op: &str, err: &dyn std::fmt::Display) {
+        conn.reset();
         let was_open = self.breaker.is_open();
         self.breaker.failure();
         self.metrics.cache_errors.inc();
@@ -220,27 +326,18 @@ impl Cache {
         self.breaker.success();
     }
 
-    /// Looks up all `keys` in one `MGET`. Any failure yields all misses.
+    /// Looks up all `keys` in one round trip (`MGET`, or concurrent `GET`s on a
+    /// cluster). Any failure yields all misses.
     pub async fn get_many(&self, keys: &[CacheKey]) -> Vec<Option<String>> {
         let mut out = vec![None; keys.len()];
         if keys.is_empty() {
             return out;
         }
-        let Some(mut conn) = self.usable() else {
+        let Some(conn) = self.usable() else {
             return out;
         };
         let names: Vec<String> = keys.iter().map(|k| self.redis_key(k)).collect();
-        let cmd = {
-            let mut c = redis::cmd("MGET");
-            c.arg(&names);
-            c
-        };
-        let res = tokio::time::timeout(
-            self.timeout,
-            cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
-        )
-        .await;
-        match res {
+        match tokio::time::timeout(self.timeout, conn.get(&names)).await {
             Ok(Ok(values)) if values.len() == keys.len() => {
                 self.succeeded();
                 for (slot, v) in out.iter_mut().zip(values) {
@@ -253,11 +350,12 @@ impl Cache {
                 }
             }
             Ok(Ok(values)) => self.failed(
-                "mget",
+                conn,
+                "get",
                 &format!("{} values for {} keys", values.len(), keys.len()),
             ),
-            Ok(Err(e)) => self.failed("mget", &e),
-            Err(_) => self.failed("mget", &"timed out"),
+            Ok(Err(e)) => self.failed(conn, "get", &e),
+            Err(_) => self.failed(conn, "get", &"timed out"),
         }
         out
     }
@@ -267,25 +365,60 @@ impl Cache {
         if entries.is_empty() {
             return;
         }
-        let Some(mut conn) = self.usable() else {
+        let Some(conn) = self.usable() else {
             return;
         };
-        let mut pipe = redis::pipe();
-        for (key, text) in entries {
-            pipe.cmd("SET")
-                .arg(self.redis_key(key))
-                .arg(encode_value(text))
-                .arg("EX")
-                .arg(self.ttl_secs)
-                .ignore();
-        }
-        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
+        let values: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(key, text)| (self.redis_key(key), encode_value(text)))
+            .collect();
+        match tokio::time::timeout(self.timeout, conn.set(&values, self.ttl_secs)).await {
             Ok(Ok(())) => {
                 self.succeeded();
                 self.metrics.cache_stores.add(entries.len() as u64);
             }
-            Ok(Err(e)) => self.failed("set", &e),
-            Err(_) => self.failed("set", &"timed out"),
+            Ok(Err(e)) => self.failed(conn, "set", &e),
+            Err(_) => self.failed(conn, "set", &"timed out"),
+        }
+    }
+}
+
+/// Builds the (lazy) connection for `cfg.mode`. Nothing is connected yet.
+fn connect_lazy(cfg: &RedisConfig) -> Result<Connection, CacheError> {
+    let url_err = |e: redis::RedisError| CacheError::Url {
+        url: redact_url(&cfg.url),
+        message: e.to_string(),
+    };
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    match cfg.mode {
+        RedisMode::Standalone => {
+            let client = redis::Client::open(cfg.url.as_str()).map_err(url_err)?;
+            let mgr_cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                // One quick retry inside the manager; the breaker handles longer outages.
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(100));
+            let mgr = ConnectionManager::new_lazy_with_config(client, mgr_cfg).map_err(url_err)?;
+            Ok(Connection::Standalone(mgr))
+        }
+        RedisMode::Cluster => {
+            let seeds = cfg.urls();
+            let client = ClusterClient::builder(seeds)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                // Few, quick retries (a MOVED/ASK redirect takes one); the breaker
+                // handles longer outages.
+                .retries(2)
+                .min_retry_wait(10)
+                .max_retry_wait(100)
+                .build()
+                .map_err(url_err)?;
+            Ok(Connection::Cluster(Box::new(LazyCluster {
+                client,
+                conn: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            })))
         }
     }
 }
@@ -371,6 +504,35 @@ mod tests {
         let b = Breaker::new(Duration::from_secs(60));
         b.failure();
         assert!(!b.allow());
+    }
+
+    #[tokio::test]
+    async fn cluster_mode_connects_lazily_and_hides_passwords() {
+        let metrics = Arc::new(Metrics::default());
+        // Nothing listens there: creating the cache must not connect.
+        let cfg = RedisConfig {
+            mode: RedisMode::Cluster,
+            url: "redis://127.0.0.1:1,redis://127.0.0.1:2".into(),
+            timeout_ms: 50,
+            ..RedisConfig::default()
+        };
+        let cache = Cache::new(&cfg, metrics.clone()).unwrap();
+        // A dead cluster is a miss and opens the breaker: the next call is skipped.
+        assert_eq!(cache.get_many(&[CacheKey([1; 32])]).await, vec![None]);
+        assert_eq!(metrics.cache_errors.get(), 1);
+        cache.put_many(&[(CacheKey([1; 32]), "x")]).await;
+        assert_eq!(metrics.cache_skipped.get(), 1);
+        // Seeds with different passwords are refused; the error shows none of them.
+        let cfg = RedisConfig {
+            mode: RedisMode::Cluster,
+            url: "redis://:secret1@127.0.0.1:1,redis://:secret2@127.0.0.1:2".into(),
+            ..RedisConfig::default()
+        };
+        let e = Cache::new(&cfg, metrics)
+            .err()
+            .expect("mixed passwords")
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[tokio::test]

@@ -619,8 +619,7 @@ impl Config {
             "must not exceed model.threads (or the core count when threads = 0)",
         )?;
         check(
-            self.http.listen.is_empty()
-                || self.http.listen.parse::<std::net::SocketAddr>().is_ok(),
+            self.http.listen.is_empty() || self.http.listen.parse::<std::net::SocketAddr>().is_ok(),
             "http.listen",
             "must be host:port with an IP address (e.g. 0.0.0.0:9090), or empty to disable",
         )?;
@@ -951,6 +950,89 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert!(!redact_url("amqps://u:pw@h/v?x=@").contains("pw"));
+    }
+
+    #[test]
+    fn queue_type_and_delivery_limit() {
+        let c = Config::from_sources("", None, env(&[])).unwrap();
+        assert_eq!(c.amqp.queue_type, QueueType::Classic);
+        assert_eq!(c.amqp.delivery_limit, 5);
+        let c = Config::from_sources(
+            "[amqp]\nqueue_type = \"quorum\"\n",
+            None,
+            env(&[("TW_AMQP__DELIVERY_LIMIT", "3")]),
+        )
+        .unwrap();
+        assert_eq!(c.amqp.queue_type, QueueType::Quorum);
+        assert_eq!(c.amqp.delivery_limit, 3);
+        let c = Config::from_sources("", None, env(&[("TW_AMQP__QUEUE_TYPE", "quorum")]));
+        assert_eq!(c.unwrap().amqp.queue_type, QueueType::Quorum);
+        let e = Config::from_sources("[amqp]\nqueue_type = \"stream\"\n", None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue_type") || e.contains("stream"), "{e}");
+        let e = Config::from_sources(
+            "[amqp]\nqueue_type = \"quorum\"\ndelivery_limit = 0\n",
+            None,
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("amqp.delivery_limit"), "{e}");
+    }
+
+    #[test]
+    fn redis_cluster_seeds_are_split_and_validated() {
+        let c = Config::from_sources(
+            "[redis]\nmode = \"cluster\"\nurl = \"redis://:pw@h1:7000, redis://:pw@h2:7001,\"\n",
+            None,
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.redis.mode, RedisMode::Cluster);
+        assert_eq!(
+            c.redis.urls(),
+            vec!["redis://:pw@h1:7000", "redis://:pw@h2:7001"]
+        );
+        // Standalone: the URL is one URL, even with a comma in it.
+        let s = RedisConfig {
+            url: "redis://:a,b@h:6379".into(),
+            ..RedisConfig::default()
+        };
+        assert_eq!(s.urls(), vec!["redis://:a,b@h:6379"]);
+        for (bad, needle) in [
+            ("", "at least one seed"),
+            ("redis://h1:7000,unix:///tmp/r.sock", "seed 2"),
+            ("redis://:secret@h1:7000,redis://:secret@:x", "seed 2"),
+        ] {
+            let e = Config::from_sources(
+                "[redis]\nmode = \"cluster\"\n",
+                None,
+                env(&[("TW_REDIS__URL", bad)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("redis.url") && e.contains(needle), "{e}");
+            assert!(!e.contains("secret"), "password leaked: {e}");
+        }
+        let e = Config::from_sources("", None, env(&[("TW_REDIS__MODE", "sentinel")]));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn url_lists_are_split_at_schemes_and_redacted_each() {
+        assert_eq!(
+            split_url_list("redis://a:1,redis://b:2 , rediss://c:3,"),
+            vec!["redis://a:1", "redis://b:2", "rediss://c:3"]
+        );
+        // A comma inside a password does not split the URL.
+        assert_eq!(split_url_list("redis://:p,w@h:1"), vec!["redis://:p,w@h:1"]);
+        assert_eq!(split_url_list(" , "), Vec::<&str>::new());
+        assert_eq!(
+            redact_url("redis://:s1@h1:7000,redis://u:s2@h2:7001,redis://h3:7002"),
+            "redis://:***@h1:7000,redis://u:***@h2:7001,redis://h3:7002"
+        );
+        assert_eq!(redact_url("redis://:p,w@h:1"), "redis://:***@h:1");
     }
 
     #[test]

@@ -321,12 +321,36 @@ impl Metrics {
         }
         let ready = self.readiness().ready();
         for (name, help, v) in [
-            ("ready", "1 when the worker takes jobs (model, broker, consumer).", u64::from(ready)),
-            ("model_loaded", "1 while the model is loaded.", self.model_loaded.get()),
-            ("broker_connected", "1 while the broker connection is open.", self.broker_connected.get()),
-            ("consuming", "1 while consuming the job queue.", self.consuming.get()),
-            ("cache_enabled", "1 when the Redis cache is configured.", self.cache_enabled.get()),
-            ("redis_up", "1 after a successful Redis call, 0 after a failed one.", self.redis_up.get()),
+            (
+                "ready",
+                "1 when the worker takes jobs (model, broker, consumer).",
+                u64::from(ready),
+            ),
+            (
+                "model_loaded",
+                "1 while the model is loaded.",
+                self.model_loaded.get(),
+            ),
+            (
+                "broker_connected",
+                "1 while the broker connection is open.",
+                self.broker_connected.get(),
+            ),
+            (
+                "consuming",
+                "1 while consuming the job queue.",
+                self.consuming.get(),
+            ),
+            (
+                "cache_enabled",
+                "1 when the Redis cache is configured.",
+                self.cache_enabled.get(),
+            ),
+            (
+                "redis_up",
+                "1 after a successful Redis call, 0 after a failed one.",
+                self.redis_up.get(),
+            ),
         ] {
             let _ = writeln!(
                 o,
@@ -462,7 +486,10 @@ mod tests {
         assert!(text.contains("translation_worker_batch_size_bucket{le=\"4\"} 1"));
         assert!(text.contains("translation_worker_batch_size_count 1"));
         assert!(text.contains("translation_worker_ready 0"));
-        assert!(!text.contains("build_info"), "no build info before the model loads");
+        assert!(
+            !text.contains("build_info"),
+            "no build info before the model loads"
+        );
     }
 
     #[test]

@@ -188,7 +188,10 @@ async fn probes_and_metrics_follow_real_work_and_the_broker() {
         21.0
     );
     assert_eq!(
-        sample(&m1, "translation_worker_jobs_total{outcome=\"invalid_json\"}"),
+        sample(
+            &m1,
+            "translation_worker_jobs_total{outcome=\"invalid_json\"}"
+        ),
         1.0
     );
     assert_eq!(
@@ -207,7 +210,10 @@ async fn probes_and_metrics_follow_real_work_and_the_broker() {
     assert_eq!(sample(&m1, "translation_worker_batch_size_sum"), 20.0);
     assert!(sample(&m1, "translation_worker_inference_seconds_sum") > 0.0);
     assert_eq!(sample(&m1, "translation_worker_jobs_in_flight"), 0.0);
-    assert_eq!(sample(&m1, "translation_worker_broker_reconnects_total"), 0.0);
+    assert_eq!(
+        sample(&m1, "translation_worker_broker_reconnects_total"),
+        0.0
+    );
 
     // The broker goes away: unready within seconds, still alive.
     proxy.cut();

@@ -314,6 +314,7 @@ impl Cache {
         let was_open = self.breaker.is_open();
         self.breaker.failure();
         self.metrics.cache_errors.inc();
+        self.metrics.redis_up.set(0);
         if !was_open {
             tracing::warn!(op, error = %err, "redis unavailable, continuing without cache");
         }
@@ -324,6 +325,7 @@ impl Cache {
             tracing::info!("redis is back, caching resumed");
         }
         self.breaker.success();
+        self.metrics.redis_up.set(1);
     }
 
     /// Looks up all `keys` in one round trip (`MGET`, or concurrent `GET`s on a

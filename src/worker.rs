@@ -473,7 +473,7 @@ impl Shared {
         })
     }
 
-    /// Translates `texts`: cache first (one `MGET`), then the misses through the batcher.
+    /// Translates `texts`: cache first (one round trip), then the misses through the batcher.
     async fn translate_texts(
         &self,
         mut texts: Vec<String>,

@@ -104,15 +104,6 @@ async fn answer(bus: &Bus, corr: &str, within: Duration) -> Option<Value> {
     }
 }
 
-fn translations(reply: &Value) -> Vec<String> {
-    reply["translations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not an ok reply: {reply}"))
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Ready messages left in `queue`.
 async fn ready_in(bus: &Bus, queue: &str) -> u32 {
     let ch = bus.conn.create_channel().await.unwrap();

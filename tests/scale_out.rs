@@ -11,27 +11,9 @@ use common::*;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
-use serde_json::{json, Value};
+use serde_json::json;
 use translation_worker::broker::{self, BrokerError};
 use translation_worker::config::{QueueType, RedisMode};
-
-fn translations(reply: &Value) -> Vec<String> {
-    reply["translations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not an ok reply: {reply}"))
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn cached(reply: &Value) -> Vec<bool> {
-    reply["cached"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_bool().unwrap())
-        .collect()
-}
 
 async fn connect() -> Connection {
     Connection::connect(AMQP_URL, ConnectionProperties::default())

@@ -12,27 +12,9 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
-use serde_json::{json, Value};
+use serde_json::json;
 use translation_worker::engine::{Backend, Engine, EngineError};
 use translation_worker::protocol::DecodeOptions;
-
-fn translations(reply: &Value) -> Vec<String> {
-    reply["translations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not an ok reply: {reply}"))
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn cached(reply: &Value) -> Vec<bool> {
-    reply["cached"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_bool().unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_jobs_each_get_exactly_their_own_translations() {

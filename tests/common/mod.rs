@@ -315,3 +315,23 @@ pub fn sample_text(i: usize) -> String {
     ];
     format!("{} #{i}", BASES[i % BASES.len()])
 }
+
+/// The translations of an ok reply (panics on an error reply).
+pub fn translations(reply: &Value) -> Vec<String> {
+    reply["translations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an ok reply: {reply}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The per-text cache flags of an ok reply.
+pub fn cached(reply: &Value) -> Vec<bool> {
+    reply["cached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_bool().unwrap())
+        .collect()
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
@@ -718,19 +718,7 @@ async fn malformed_jobs_without_reply_to_are_dead_lettered_once() {
     let w = start_worker(config.clone()).await;
     let bus = Bus::connect().await;
     let queue = config.amqp.queue.as_str();
-    let mut dead = bus
-        .ch
-        .basic_consume(
-            config.amqp.dead_letter.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut dead = bus.consume_no_ack(&config.amqp.dead_letter).await;
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("invalid_json", b"{\"text\":\"\xff\"}".to_vec()),
         ("invalid_json", br#"{"text":"\ud800"}"#.to_vec()),

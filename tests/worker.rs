@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::BasicPublishOptions;
+use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use serde_json::json;
 use translation_worker::engine::{Backend, Engine, EngineError};
@@ -304,19 +304,7 @@ async fn unanswerable_job_without_reply_to_is_dead_lettered_with_its_reason() {
     let config = test_config();
     let w = start_worker(config.clone()).await;
     let bus = Bus::connect().await;
-    let mut dead = bus
-        .ch
-        .basic_consume(
-            config.amqp.dead_letter.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut dead = bus.consume_no_ack(&config.amqp.dead_letter).await;
     bus.publish_to("", &config.amqp.queue, "dl", b"{oops", false)
         .await;
     let d = tokio::time::timeout(Duration::from_secs(20), dead.next())

@@ -129,6 +129,22 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// Consumes `queue` with automatic acks (dead-letter checks).
+    pub async fn consume_no_ack(&self, queue: &str) -> lapin::Consumer {
+        self.ch
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume")
+    }
+
     pub async fn connect() -> Self {
         let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
             .await

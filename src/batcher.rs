@@ -447,9 +447,14 @@ fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
             }
         }
     };
-    metrics
-        .inference_seconds
-        .observe(start.elapsed().as_secs_f64());
+    let elapsed = start.elapsed();
+    metrics.inference_seconds.observe(elapsed.as_secs_f64());
+    tracing::debug!(
+        size = sources.len(),
+        longest = sources.iter().map(Vec::len).max().unwrap_or(0),
+        elapsed_ms = elapsed.as_millis() as u64,
+        "batch done"
+    );
     for (ws, result) in waiters.into_iter().zip(results) {
         for w in ws {
             w.send(result.clone());

@@ -41,6 +41,12 @@ pub struct EngineBench {
     /// Timed repetitions after one warm-up; the report keeps the best.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Batches of `max_batch_size` consecutive sentences in file order, one engine call
+    /// each, from one thread per replica: what a batcher that cannot sort by length
+    /// gets. The default is one call over all sentences, which CTranslate2 sorts by
+    /// length before cutting batches (least padding: the ceiling).
+    #[arg(long)]
+    pub in_order: bool,
 }
 
 /// The result, printed as JSON.
@@ -103,12 +109,25 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
         repetition_penalty: 1.0,
         no_repeat_ngram_size: 0,
     };
-    engine.translate_raw(&sources, &options, b.max_batch_size)?;
+    let run_once = || {
+        if b.in_order {
+            translate_in_order(
+                &engine,
+                &sources,
+                &options,
+                b.max_batch_size.max(1),
+                b.replicas,
+            )
+        } else {
+            engine.translate_raw(&sources, &options, b.max_batch_size)
+        }
+    };
+    run_once()?;
     let mut runs = Vec::with_capacity(b.repeat);
     let mut best_tokens = 0.0f64;
     for _ in 0..b.repeat.max(1) {
         let t = Instant::now();
-        let lens = engine.translate_raw(&sources, &options, b.max_batch_size)?;
+        let lens = run_once()?;
         let secs = t.elapsed().as_secs_f64();
         let sps = sources.len() as f64 / secs;
         if runs.iter().all(|r| *r < sps) {
@@ -125,4 +144,51 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
         replicas: b.replicas,
         threads_per_replica: b.threads_per_replica,
     })
+}
+
+/// A chunk's index and its output token counts.
+type ChunkLens = (usize, Vec<usize>);
+
+/// Unsorted batches: consecutive chunks of `batch` sources, one engine call each, taken
+/// by `threads` threads in turn (one per replica, as the worker's engine threads).
+fn translate_in_order(
+    engine: &Engine,
+    sources: &[Vec<String>],
+    options: &DecodeOptions,
+    batch: usize,
+    threads: usize,
+) -> Result<Vec<usize>, EngineError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let chunks: Vec<&[Vec<String>]> = sources.chunks(batch).collect();
+    let next = AtomicUsize::new(0);
+    let results: Vec<Result<Vec<ChunkLens>, EngineError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(i) else {
+                            return Ok(out);
+                        };
+                        // One call per chunk; max_batch_size = its length, so not re-split.
+                        out.push((i, engine.translate_raw(chunk, options, chunk.len())?));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(EngineError::Translate("bench thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut lens: Vec<ChunkLens> = Vec::new();
+    for r in results {
+        lens.extend(r?);
+    }
+    lens.sort_by_key(|(i, _)| *i);
+    Ok(lens.into_iter().flat_map(|(_, l)| l).collect())
 }

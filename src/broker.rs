@@ -6,10 +6,14 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, DefaultConnectionBuilder,
+    ExchangeKind,
+};
 
-use crate::config::{redact_url, AmqpConfig, QueueType};
+use crate::config::{redact_url, AmqpConfig, ConfigError, QueueType, TlsPem};
 
 /// Header set on dead-lettered jobs: the contract error code.
 pub const DEAD_CODE_HEADER: &str = "x-translation-error-code";
@@ -20,13 +24,22 @@ pub const DEAD_REASON_HEADER: &str = "x-translation-error";
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// Connecting failed (the URL in the message is redacted).
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {source}{hint}")]
     Connect {
         /// Redacted URL.
         url: String,
         /// lapin's error.
         source: lapin::Error,
+        /// What to check, for TLS failures; empty otherwise.
+        hint: &'static str,
     },
+    /// The TLS files (`amqp.tls_*`) could not be read.
+    #[error(transparent)]
+    TlsFiles(#[from] ConfigError),
+    /// Reading the TLS files on the blocking pool failed (the task panicked or the
+    /// runtime is shutting down).
+    #[error("reading the amqp TLS files failed: {0}")]
+    TlsRead(String),
     /// The job queue exists with other arguments than this configuration declares
     /// (another `amqp.queue_type`, delivery limit or dead-letter exchange). RabbitMQ
     /// never changes an existing queue's arguments.
@@ -90,17 +103,77 @@ pub fn routing_key(source: &str, target: &str) -> String {
     format!("{source}-{target}")
 }
 
+/// The lapin TLS settings for `pem`: extra roots (added to the system roots) and a
+/// client identity for mutual TLS.
+pub fn tls_config(pem: TlsPem) -> OwnedTLSConfig {
+    let identity = match (pem.client_cert, pem.client_key) {
+        // `PKCS8` is lapin's name for "PEM certificate + PEM key"; rustls accepts PKCS#8,
+        // PKCS#1 and SEC1 keys there.
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 { pem: cert, key }),
+        _ => None,
+    };
+    OwnedTLSConfig {
+        identity,
+        cert_chain: pem.ca,
+    }
+}
+
+/// Connects to `cfg.url`. For `amqps://` the server certificate must chain to the
+/// system roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured) or to `amqp.tls_ca_file`,
+/// and `amqp.tls_cert_file`/`tls_key_file` are presented when set. The TLS files are
+/// read again at every connect (on the blocking pool), so rotated certificates are
+/// picked up by the next reconnect. Errors show the URL redacted.
+pub async fn connect(
+    cfg: &AmqpConfig,
+    props: ConnectionProperties,
+) -> Result<Connection, BrokerError> {
+    let files = cfg.tls_files();
+    let tls = if files.any_set() {
+        let pem = tokio::task::spawn_blocking(move || files.read())
+            .await
+            .map_err(|e| BrokerError::TlsRead(e.to_string()))??;
+        tls_config(pem)
+    } else {
+        OwnedTLSConfig::default()
+    };
+    let connect_err = |source: lapin::Error| {
+        let hint = if cfg.url.starts_with("amqps://") && mentions_tls(&source.to_string()) {
+            " (TLS: the broker's certificate must chain to amqp.tls_ca_file or the system \
+             roots, SSL_CERT_FILE, and name the URL's host)"
+        } else {
+            ""
+        };
+        BrokerError::Connect {
+            url: redact_url(&cfg.url),
+            source,
+            hint,
+        }
+    };
+    DefaultConnectionBuilder::new()
+        .map_err(connect_err)?
+        .with_uri_str(cfg.url.clone())
+        .with_properties(props)
+        .with_tls_config(tls)
+        .connect()
+        .await
+        .map_err(connect_err)
+}
+
+/// Whether an error message is about the TLS handshake or a certificate.
+fn mentions_tls(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "unknownissuer", "peer"]
+        .iter()
+        .any(|w| m.contains(w))
+}
+
 impl Session {
-    /// Connects, declares the topology (idempotently) and sets the prefetch.
+    /// Connects (see [`connect`]), declares the topology (idempotently) and sets the
+    /// prefetch.
     pub async fn open(cfg: &AmqpConfig, routing_keys: &[String]) -> Result<Self, BrokerError> {
         let props =
             ConnectionProperties::default().with_connection_name("translation-worker".into());
-        let connection = Connection::connect(&cfg.url, props)
-            .await
-            .map_err(|source| BrokerError::Connect {
-                url: redact_url(&cfg.url),
-                source,
-            })?;
+        let connection = connect(cfg, props).await?;
         let publish = connection
             .create_channel()
             .await
@@ -355,6 +428,56 @@ mod tests {
 
     fn arg<'a>(args: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
         args.inner().get(key)
+    }
+
+    #[test]
+    fn tls_settings_map_to_lapin() {
+        assert_eq!(tls_config(TlsPem::default()), OwnedTLSConfig::default());
+        let pem = TlsPem {
+            ca: Some("CA".into()),
+            client_cert: Some(b"CERT".to_vec()),
+            client_key: Some(b"KEY".to_vec()),
+        };
+        let tls = tls_config(pem);
+        assert_eq!(tls.cert_chain.as_deref(), Some("CA"));
+        assert_eq!(
+            tls.identity,
+            Some(OwnedIdentity::PKCS8 {
+                pem: b"CERT".to_vec(),
+                key: b"KEY".to_vec()
+            })
+        );
+        assert!(mentions_tls(
+            "IO error: invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(!mentions_tls("IO error: Connection refused (os error 111)"));
+    }
+
+    #[tokio::test]
+    async fn connect_errors_name_the_tls_file_key_and_hide_the_password() {
+        let cfg = AmqpConfig {
+            url: "amqps://u:hidden-pw@127.0.0.1:1/%2f".into(),
+            tls_ca_file: "/no/such/ca.pem".into(),
+            ..AmqpConfig::default()
+        };
+        let e = connect(&cfg, ConnectionProperties::default())
+            .await
+            .expect_err("missing CA file")
+            .to_string();
+        assert!(
+            e.contains("amqp.tls_ca_file") && e.contains("/no/such/ca.pem"),
+            "{e}"
+        );
+        let cfg = AmqpConfig {
+            url: "amqp://u:hidden-pw@127.0.0.1:1/%2f".into(),
+            ..AmqpConfig::default()
+        };
+        let e = connect(&cfg, ConnectionProperties::default())
+            .await
+            .expect_err("nothing listens on port 1")
+            .to_string();
+        assert!(e.contains("amqp://u:***@127.0.0.1:1/%2f"), "{e}");
+        assert!(!e.contains("hidden-pw"), "{e}");
     }
 
     #[test]

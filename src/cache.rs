@@ -20,12 +20,25 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::RedisResult;
 
-use crate::config::{redact_url, RedisConfig, RedisMode};
+use crate::config::{redact_url, ConfigError, RedisConfig, RedisMode};
 use crate::protocol::DecodeOptions;
 use crate::telemetry::Metrics;
 
-/// Version of the key derivation and value layout. Bumping it orphans old entries.
+/// Version of the key derivation (the `v1` in `<prefix>:v1:<hex>`). Bumping it
+/// orphans every old entry.
 const FORMAT_VERSION: u8 = 1;
+
+/// Version of the value layout: `[VALUE_VERSION][16-byte tag][UTF-8 translation]`.
+/// Version 1 values (`[1][translation]`, not bound to their key) read as corrupt, so
+/// they are misses and are overwritten by the next store.
+const VALUE_VERSION: u8 = 2;
+
+/// Bytes of the tag binding a value to its Redis key: 128 bits, so no value stored
+/// under another key (or damaged in place) passes by chance.
+const TAG_LEN: usize = 16;
+
+/// blake3 key-derivation context of value tags (domain separation from the keys).
+const TAG_CONTEXT: &str = "translation-worker 2025 cache value tag v2";
 
 /// Errors from the cache.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +50,18 @@ pub enum CacheError {
         /// Redacted URL.
         url: String,
         /// Parser message.
+        message: String,
+    },
+    /// The TLS files (`redis.tls_*`) could not be read.
+    #[error(transparent)]
+    TlsFiles(#[from] ConfigError),
+    /// The TLS files were read but Redis' TLS set-up refused them (e.g. a PEM block
+    /// that does not parse).
+    #[error("redis TLS set-up for {url} failed: {message}")]
+    Tls {
+        /// Redacted URL.
+        url: String,
+        /// redis-rs' message.
         message: String,
     },
 }
@@ -76,20 +101,41 @@ impl KeyContext {
     }
 }
 
-/// Encodes a cached value: version byte, then the UTF-8 translation.
-fn encode_value(text: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(text.len() + 1);
-    v.push(FORMAT_VERSION);
+/// The tag of `text` stored under the Redis key `name`: it binds the value to its
+/// key (prefix included) and covers every byte of the text. It guards against
+/// accidents (another writer, a copied or truncated value), not against someone with
+/// write access to Redis, who can compute it too (blake3 is public).
+fn value_tag(name: &str, text: &[u8]) -> [u8; TAG_LEN] {
+    let mut h = blake3::Hasher::new_derive_key(TAG_CONTEXT);
+    h.update(&(name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(text);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&h.finalize().as_bytes()[..TAG_LEN]);
+    tag
+}
+
+/// Encodes the value of `text` under the Redis key `name`: layout version, tag, text.
+fn encode_value(name: &str, text: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + TAG_LEN + text.len());
+    v.push(VALUE_VERSION);
+    v.extend_from_slice(&value_tag(name, text.as_bytes()));
     v.extend_from_slice(text.as_bytes());
     v
 }
 
-/// Decodes a cached value; anything foreign or corrupt is `None` (a miss).
-fn decode_value(bytes: Vec<u8>) -> Option<String> {
-    match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => std::str::from_utf8(rest).ok().map(str::to_owned),
-        _ => None,
+/// Decodes the value found under `name`; anything foreign (another layout, another
+/// key's value) or corrupt (bad tag, not UTF-8) is `None`: a miss, never a translation.
+fn decode_value(name: &str, bytes: Vec<u8>) -> Option<String> {
+    let (&version, rest) = bytes.split_first()?;
+    if version != VALUE_VERSION || rest.len() < TAG_LEN {
+        return None;
     }
+    let (tag, text) = rest.split_at(TAG_LEN);
+    if tag != value_tag(name, text) {
+        return None;
+    }
+    std::str::from_utf8(text).ok().map(str::to_owned)
 }
 
 /// Skips Redis for a cool-down after a failure; one probe at a time re-tests it.
@@ -299,6 +345,14 @@ impl Cache {
         s
     }
 
+    /// The Redis key and the value [`Cache::put_many`] stores for `text` under `key`
+    /// (for tools and tests that inspect or seed the cache).
+    pub fn entry(&self, key: &CacheKey, text: &str) -> (String, Vec<u8>) {
+        let name = self.redis_key(key);
+        let value = encode_value(&name, text);
+        (name, value)
+    }
+
     fn usable(&self) -> Option<&Connection> {
         let conn = self.conn.as_ref()?;
         if self.breaker.allow() {
@@ -342,9 +396,9 @@ impl Cache {
         match tokio::time::timeout(self.timeout, conn.get(&names)).await {
             Ok(Ok(values)) if values.len() == keys.len() => {
                 self.succeeded();
-                for (slot, v) in out.iter_mut().zip(values) {
+                for ((slot, v), name) in out.iter_mut().zip(values).zip(&names) {
                     if let Some(bytes) = v {
-                        *slot = decode_value(bytes);
+                        *slot = decode_value(name, bytes);
                         if slot.is_none() {
                             self.metrics.cache_corrupt.inc();
                         }
@@ -372,7 +426,7 @@ impl Cache {
         };
         let values: Vec<(String, Vec<u8>)> = entries
             .iter()
-            .map(|(key, text)| (self.redis_key(key), encode_value(text)))
+            .map(|(key, text)| self.entry(key, text))
             .collect();
         match tokio::time::timeout(self.timeout, conn.set(&values, self.ttl_secs)).await {
             Ok(Ok(())) => {
@@ -385,16 +439,51 @@ impl Cache {
     }
 }
 
+/// The redis-rs TLS settings of `cfg`, or `None` when no TLS file is set (then a
+/// `rediss://` URL trusts the system roots). Reads the files: a few KB, once, while
+/// the worker starts (Config::load has read them already, before the runtime).
+fn tls_certificates(cfg: &RedisConfig) -> Result<Option<redis::TlsCertificates>, CacheError> {
+    let files = cfg.tls_files();
+    if !files.any_set() {
+        return Ok(None);
+    }
+    let pem = files.read()?;
+    let client_tls = match (pem.client_cert, pem.client_key) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert: pem.ca.map(String::into_bytes),
+    }))
+}
+
 /// Builds the (lazy) connection for `cfg.mode`. Nothing is connected yet.
 fn connect_lazy(cfg: &RedisConfig) -> Result<Connection, CacheError> {
     let url_err = |e: redis::RedisError| CacheError::Url {
         url: redact_url(&cfg.url),
         message: e.to_string(),
     };
+    let tls_err = |e: redis::RedisError| CacheError::Tls {
+        url: redact_url(&cfg.url),
+        message: e.to_string(),
+    };
     let timeout = Duration::from_millis(cfg.timeout_ms);
+    let certs = tls_certificates(cfg)?;
     match cfg.mode {
         RedisMode::Standalone => {
-            let client = redis::Client::open(cfg.url.as_str()).map_err(url_err)?;
+            let client = match certs {
+                Some(certs) => {
+                    // Parse the URL first, so a URL error is reported as one.
+                    let info = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str())
+                        .map_err(url_err)?;
+                    redis::Client::build_with_tls(info, certs).map_err(tls_err)?
+                }
+                None => redis::Client::open(cfg.url.as_str()).map_err(url_err)?,
+            };
             let mgr_cfg = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout))
@@ -406,7 +495,13 @@ fn connect_lazy(cfg: &RedisConfig) -> Result<Connection, CacheError> {
         }
         RedisMode::Cluster => {
             let seeds = cfg.urls();
-            let client = ClusterClient::builder(seeds)
+            let mut builder = ClusterClient::builder(seeds);
+            if let Some(certs) = certs {
+                // The same roots and client certificate for every node, seeds and
+                // discovered ones alike.
+                builder = builder.certs(certs);
+            }
+            let client = builder
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 // Few, quick retries (a MOVED/ASK redirect takes one); the breaker
@@ -483,14 +578,34 @@ mod tests {
 
     #[test]
     fn values_round_trip_and_reject_foreign_bytes() {
+        let k = "tw:v1:aa";
         assert_eq!(
-            decode_value(encode_value("héllo")).as_deref(),
+            decode_value(k, encode_value(k, "héllo")).as_deref(),
             Some("héllo")
         );
-        assert_eq!(decode_value(encode_value("")).as_deref(), Some(""));
-        assert_eq!(decode_value(b"plain".to_vec()), None);
-        assert_eq!(decode_value(vec![]), None);
-        assert_eq!(decode_value(vec![FORMAT_VERSION, 0xff]), None);
+        assert_eq!(decode_value(k, encode_value(k, "")).as_deref(), Some(""));
+        assert_eq!(decode_value(k, b"plain".to_vec()), None);
+        assert_eq!(decode_value(k, vec![]), None);
+        assert_eq!(decode_value(k, vec![VALUE_VERSION]), None);
+        // The version-1 layout (version byte + text) is foreign now.
+        assert_eq!(decode_value(k, b"\x01hello".to_vec()), None);
+        // A well-formed value of another key, or of the same hash in another
+        // namespace, is a miss.
+        assert_eq!(decode_value(k, encode_value("tw:v1:bb", "hello")), None);
+        assert_eq!(decode_value(k, encode_value("other:v1:aa", "hello")), None);
+        // Any damage to the tag or the text is a miss.
+        let good = encode_value(k, "hello");
+        for i in 1..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x20;
+            assert_eq!(decode_value(k, bad), None, "byte {i}");
+        }
+        assert_eq!(decode_value(k, good[..good.len() - 1].to_vec()), None);
+        // Invalid UTF-8 under a correct tag is still a miss.
+        let mut v = vec![VALUE_VERSION];
+        v.extend_from_slice(&value_tag(k, &[0xff, 0xfe]));
+        v.extend_from_slice(&[0xff, 0xfe]);
+        assert_eq!(decode_value(k, v), None);
     }
 
     #[test]
@@ -535,6 +650,70 @@ mod tests {
             .expect("mixed passwords")
             .to_string();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn tls_files_are_read_at_set_up_with_clear_errors() {
+        let metrics = Arc::new(Metrics::default());
+        let dir = std::env::temp_dir().join(format!("tw-cache-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        // PEM markers around a body that is not a certificate.
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let cfg = RedisConfig {
+            url: "rediss://:tls-secret@127.0.0.1:1".into(),
+            tls_ca_file: ca.clone(),
+            ..RedisConfig::default()
+        };
+        let e = Cache::new(&cfg, metrics.clone())
+            .err()
+            .expect("bad PEM")
+            .to_string();
+        assert!(
+            e.contains("redis TLS set-up") && e.contains(":***@127.0.0.1"),
+            "{e}"
+        );
+        assert!(!e.contains("tls-secret"), "{e}");
+        let missing = RedisConfig {
+            tls_ca_file: dir.join("missing.pem"),
+            ..cfg.clone()
+        };
+        let e = Cache::new(&missing, metrics.clone())
+            .err()
+            .expect("no file")
+            .to_string();
+        assert!(
+            e.contains("redis.tls_ca_file") && e.contains("missing.pem"),
+            "{e}"
+        );
+        // Cluster mode takes the same files.
+        let cluster = RedisConfig {
+            mode: RedisMode::Cluster,
+            url: "rediss://127.0.0.1:1,rediss://127.0.0.1:2".into(),
+            ..missing
+        };
+        let e = Cache::new(&cluster, metrics)
+            .err()
+            .expect("no file")
+            .to_string();
+        assert!(e.contains("redis.tls_ca_file"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn entries_decode_only_under_their_own_key() {
+        let metrics = Arc::new(Metrics::default());
+        let cache = Cache::new(&RedisConfig::default(), metrics).unwrap();
+        let (name, value) = cache.entry(&CacheKey([5; 32]), "번역");
+        assert_eq!(name, cache.redis_key(&CacheKey([5; 32])));
+        assert_eq!(value[0], VALUE_VERSION);
+        assert_eq!(decode_value(&name, value.clone()).as_deref(), Some("번역"));
+        let other = cache.redis_key(&CacheKey([6; 32]));
+        assert_eq!(decode_value(&other, value), None);
     }
 
     #[tokio::test]

@@ -23,12 +23,24 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML.
+    /// The file is not valid TOML. The message names the line and column but never
+    /// quotes the line: it may hold a password.
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax {
         /// The file named on the command line.
         path: PathBuf,
-        /// The parser's message (names line and column).
+        /// The parser's message and the position of the error.
+        message: String,
+    },
+    /// A file named by a key (`*.url_file`, `*.tls_*_file`) cannot be read or holds
+    /// the wrong thing. The message never includes the file's contents.
+    #[error("{key} = {path}: {message}")]
+    File {
+        /// Dotted key, e.g. `amqp.url_file`.
+        key: &'static str,
+        /// The file it names.
+        path: PathBuf,
+        /// What is wrong (the I/O error, or what the file lacks).
         message: String,
     },
     /// An environment variable names no known key or holds a value of the wrong type.
@@ -110,11 +122,22 @@ impl std::fmt::Display for Device {
 }
 
 /// RabbitMQ settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
-    /// AMQP URI, e.g. `amqp://user:pass@host:5672/%2f`. Logged only with the password redacted.
+    /// AMQP URI, e.g. `amqp://user:pass@host:5672/%2f`, or `amqps://` for TLS. Logged
+    /// only with the password redacted.
     pub url: String,
+    /// File holding the AMQP URI (e.g. a mounted Kubernetes Secret); when set, its
+    /// trimmed contents replace `url` at start-up.
+    pub url_file: PathBuf,
+    /// PEM CA certificates trusted for `amqps://`, in addition to the system roots
+    /// (which honour `SSL_CERT_FILE`/`SSL_CERT_DIR`); empty = system roots only.
+    pub tls_ca_file: PathBuf,
+    /// PEM client certificate (chain) for mutual TLS; needs `tls_key_file`.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    pub tls_key_file: PathBuf,
     /// Durable job queue the worker consumes.
     pub queue: String,
     /// Durable direct exchange jobs may be published to, routed by `<source>-<target>`.
@@ -164,6 +187,10 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            url_file: PathBuf::new(),
+            tls_ca_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
             queue: "translation.jobs".into(),
             exchange: "translation".into(),
             dead_letter: "translation.dead".into(),
@@ -177,7 +204,7 @@ impl Default for AmqpConfig {
 }
 
 /// Redis cache settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// Use the cache at all.
@@ -185,10 +212,22 @@ pub struct RedisConfig {
     /// `standalone` (one Redis, or a primary behind a proxy/Sentinel address) or
     /// `cluster` (Redis Cluster: keys spread over the nodes by hash slot).
     pub mode: RedisMode,
-    /// Redis URL, e.g. `redis://:pass@host:6379/0`. In cluster mode a comma-separated
-    /// list of seed nodes (`redis://h1:6379,redis://h2:6379`); the rest of the cluster
-    /// is discovered from them. Logged only with passwords redacted.
+    /// Redis URL, e.g. `redis://:pass@host:6379/0`, or `rediss://` for TLS. In cluster
+    /// mode a comma-separated list of seed nodes (`redis://h1:6379,redis://h2:6379`);
+    /// the rest of the cluster is discovered from them. Logged only with passwords
+    /// redacted.
     pub url: String,
+    /// File holding `url` (e.g. a mounted Kubernetes Secret); when set, its trimmed
+    /// contents replace `url` at start-up.
+    pub url_file: PathBuf,
+    /// PEM CA certificates trusted for `rediss://` *instead of* the system roots
+    /// (redis-rs replaces the root store); empty = system roots (which honour
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR`). Applies to every cluster node too.
+    pub tls_ca_file: PathBuf,
+    /// PEM client certificate (chain) for mutual TLS; needs `tls_key_file`.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    pub tls_key_file: PathBuf,
     /// Lifetime of a cached translation, in seconds.
     pub ttl_secs: u64,
     /// Prefix of every key, so several deployments can share one Redis.
@@ -229,6 +268,253 @@ impl RedisConfig {
             RedisMode::Cluster => split_url_list(&self.url),
         }
     }
+
+    /// The TLS files of this section.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            section: "redis",
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+        }
+    }
+}
+
+impl AmqpConfig {
+    /// The TLS files of this section.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            section: "amqp",
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+        }
+    }
+}
+
+// Hand-written so that `{:?}` of a configuration (or of anything holding one) never
+// prints a password. Destructured, so a new field cannot be forgotten here.
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            url,
+            url_file,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            queue,
+            exchange,
+            dead_letter,
+            prefetch,
+            reconnect_initial_ms,
+            reconnect_max_ms,
+            queue_type,
+            delivery_limit,
+        } = self;
+        f.debug_struct("AmqpConfig")
+            .field("url", &redact_url(url))
+            .field("url_file", url_file)
+            .field("tls_ca_file", tls_ca_file)
+            .field("tls_cert_file", tls_cert_file)
+            .field("tls_key_file", tls_key_file)
+            .field("queue", queue)
+            .field("exchange", exchange)
+            .field("dead_letter", dead_letter)
+            .field("prefetch", prefetch)
+            .field("reconnect_initial_ms", reconnect_initial_ms)
+            .field("reconnect_max_ms", reconnect_max_ms)
+            .field("queue_type", queue_type)
+            .field("delivery_limit", delivery_limit)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            enabled,
+            mode,
+            url,
+            url_file,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            ttl_secs,
+            key_prefix,
+            timeout_ms,
+            breaker_cooldown_ms,
+        } = self;
+        f.debug_struct("RedisConfig")
+            .field("enabled", enabled)
+            .field("mode", mode)
+            .field("url", &redact_url(url))
+            .field("url_file", url_file)
+            .field("tls_ca_file", tls_ca_file)
+            .field("tls_cert_file", tls_cert_file)
+            .field("tls_key_file", tls_key_file)
+            .field("ttl_secs", ttl_secs)
+            .field("key_prefix", key_prefix)
+            .field("timeout_ms", timeout_ms)
+            .field("breaker_cooldown_ms", breaker_cooldown_ms)
+            .finish()
+    }
+}
+
+/// The TLS files of one connection (`amqp.tls_*` or `redis.tls_*`); empty paths are unset.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// `amqp` or `redis`, for messages.
+    pub section: &'static str,
+    /// Extra (AMQP) or replacement (Redis) trust anchors.
+    pub ca_file: PathBuf,
+    /// Client certificate chain for mutual TLS.
+    pub cert_file: PathBuf,
+    /// Private key of `cert_file`.
+    pub key_file: PathBuf,
+}
+
+/// PEM contents of [`TlsFiles`], read and checked for the expected PEM blocks.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsPem {
+    /// CA certificates (PEM), when a CA file is set.
+    pub ca: Option<String>,
+    /// Client certificate chain (PEM), when mutual TLS is set up.
+    pub client_cert: Option<Vec<u8>>,
+    /// The client's private key (PEM), with `client_cert`.
+    pub client_key: Option<Vec<u8>>,
+}
+
+// Never prints the key (nor the certificates: only whether they are set).
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |b: bool| if b { "<set>" } else { "<unset>" };
+        f.debug_struct("TlsPem")
+            .field("ca", &set(self.ca.is_some()))
+            .field("client_cert", &set(self.client_cert.is_some()))
+            .field("client_key", &set(self.client_key.is_some()))
+            .finish()
+    }
+}
+
+impl TlsPem {
+    /// Whether nothing is set (plain system-root TLS, or no TLS at all).
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client_cert.is_none()
+    }
+}
+
+/// Largest TLS or URL file read: real CA bundles are a few hundred KB (the Mozilla
+/// bundle is about 220 KB); anything bigger is the wrong file, not a certificate.
+const MAX_SECRET_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a file named by `key`, refusing oversized ones. Errors never carry contents.
+fn read_named_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        key,
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    if meta.len() > MAX_SECRET_FILE_BYTES {
+        return Err(err(format!(
+            "is {} bytes, more than the {MAX_SECRET_FILE_BYTES} a URL or PEM file may have",
+            meta.len()
+        )));
+    }
+    std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))
+}
+
+impl TlsFiles {
+    /// The dotted keys of the CA, certificate and key files, for messages.
+    fn keys(&self) -> (&'static str, &'static str, &'static str) {
+        match self.section {
+            "amqp" => (
+                "amqp.tls_ca_file",
+                "amqp.tls_cert_file",
+                "amqp.tls_key_file",
+            ),
+            _ => (
+                "redis.tls_ca_file",
+                "redis.tls_cert_file",
+                "redis.tls_key_file",
+            ),
+        }
+    }
+
+    /// Whether any TLS file is set.
+    pub fn any_set(&self) -> bool {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .iter()
+            .any(|p| !p.as_os_str().is_empty())
+    }
+
+    /// Reads the files that are set. Blocking (file I/O): call it before the async
+    /// runtime or on its blocking pool. Each file must hold the PEM blocks it is for;
+    /// rustls parses them fully when connecting.
+    pub fn read(&self) -> Result<TlsPem, ConfigError> {
+        let (ca_key, cert_key, key_key) = self.keys();
+        let read = |key: &'static str, path: &Path, marker: &str, what: &str| {
+            if path.as_os_str().is_empty() {
+                return Ok(None);
+            }
+            let bytes = read_named_file(key, path)?;
+            let pem_marker = |m: &str| bytes.windows(m.len()).any(|w| w == m.as_bytes());
+            if !(pem_marker("-----BEGIN ") && pem_marker(marker)) {
+                return Err(ConfigError::File {
+                    key,
+                    path: path.to_path_buf(),
+                    message: format!("holds no PEM {what} (no \"{marker}\" block)"),
+                });
+            }
+            Ok(Some(bytes))
+        };
+        let ca = read(ca_key, &self.ca_file, "CERTIFICATE-----", "certificate")?
+            .map(|b| {
+                String::from_utf8(b).map_err(|_| ConfigError::File {
+                    key: ca_key,
+                    path: self.ca_file.clone(),
+                    message: "is not a text (PEM) file".into(),
+                })
+            })
+            .transpose()?;
+        let client_cert = read(cert_key, &self.cert_file, "CERTIFICATE-----", "certificate")?;
+        let client_key = read(key_key, &self.key_file, "PRIVATE KEY-----", "private key")?;
+        Ok(TlsPem {
+            ca,
+            client_cert,
+            client_key,
+        })
+    }
+
+    /// Checks the keys against the URL scheme: TLS files need a TLS URL, and a client
+    /// certificate needs its key (and the reverse).
+    fn validate(&self, tls_url: bool, scheme: &str) -> Result<(), ConfigError> {
+        let (ca_key, cert_key, key_key) = self.keys();
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        for (key, path) in [
+            (ca_key, &self.ca_file),
+            (cert_key, &self.cert_file),
+            (key_key, &self.key_file),
+        ] {
+            if set(path) && !tls_url {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "is set but {}.url does not start with {scheme}://: TLS files apply \
+                         only to TLS connections (use {scheme}://, or clear {key})",
+                        self.section
+                    ),
+                });
+            }
+        }
+        if set(&self.cert_file) != set(&self.key_file) {
+            return Err(ConfigError::Invalid {
+                key: cert_key,
+                message: format!("and {key_key} must be set together (mutual TLS)"),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for RedisConfig {
@@ -237,6 +523,10 @@ impl Default for RedisConfig {
             enabled: true,
             mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".into(),
+            url_file: PathBuf::new(),
+            tls_ca_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
             ttl_secs: 30 * 24 * 3600,
             key_prefix: "tw".into(),
             timeout_ms: 250,
@@ -342,7 +632,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_batch_size: 32,
+            max_batch_size: 16,
             max_batch_tokens: 8192,
             max_wait_ms: 5,
         }
@@ -494,7 +784,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let file: toml::Table = toml::from_str(toml_text).map_err(|e| ConfigError::Syntax {
             path: path.map(Path::to_path_buf).unwrap_or_default(),
-            message: e.to_string(),
+            message: syntax_message(toml_text, &e),
         })?;
         // Start from the defaults so env overrides know each key's type.
         let mut table = toml::Table::try_from(Config::default())
@@ -508,11 +798,42 @@ impl Config {
         for (var, value) in vars {
             apply_env(&mut table, &var, &value)?;
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Shape(e.to_string()))?;
+        config.read_url_files()?;
         config.validate()?;
+        // Read the TLS files now, so a missing or wrong one stops the start-up with a
+        // message naming its key (the broker and the cache read them again to connect).
+        config.amqp.tls_files().read()?;
+        config.redis.tls_files().read()?;
         Ok(config)
+    }
+
+    /// Replaces `amqp.url` / `redis.url` by the trimmed contents of `*.url_file` where
+    /// set (credentials mounted as files, e.g. a Kubernetes Secret volume).
+    fn read_url_files(&mut self) -> Result<(), ConfigError> {
+        for (key, file, url) in [
+            ("amqp.url_file", &self.amqp.url_file, &mut self.amqp.url),
+            ("redis.url_file", &self.redis.url_file, &mut self.redis.url),
+        ] {
+            if file.as_os_str().is_empty() {
+                continue;
+            }
+            let bytes = read_named_file(key, file)?;
+            let err = |message: &str| ConfigError::File {
+                key,
+                path: file.clone(),
+                message: message.into(),
+            };
+            let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text"))?;
+            let trimmed = text.trim();
+            if trimmed.is_empty() {
+                return Err(err("is empty"));
+            }
+            *url = trimmed.to_owned();
+        }
+        Ok(())
     }
 
     /// Checks ranges and relations that types alone do not express.
@@ -532,6 +853,9 @@ impl Config {
             "amqp.url",
             "must start with amqp:// or amqps://",
         )?;
+        self.amqp
+            .tls_files()
+            .validate(self.amqp.url.starts_with("amqps://"), "amqps")?;
         check(
             !self.amqp.queue.is_empty(),
             "amqp.queue",
@@ -573,6 +897,11 @@ impl Config {
             )?,
             RedisMode::Cluster => validate_cluster_seeds(&self.redis.url)?,
         }
+        let redis_tls = {
+            let urls = self.redis.urls();
+            !urls.is_empty() && urls.iter().all(|u| u.starts_with("rediss://"))
+        };
+        self.redis.tls_files().validate(redis_tls, "rediss")?;
         check(
             self.redis.ttl_secs >= 1,
             "redis.ttl_secs",
@@ -659,6 +988,21 @@ impl Config {
     /// Longest wait of a text in the batcher.
     pub fn max_wait(&self) -> Duration {
         Duration::from_millis(self.batch.max_wait_ms)
+    }
+}
+
+/// The parser's message with the line and column of the error. toml's own `Display`
+/// quotes the offending line, which may be `url = "amqp://user:password@..."`.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
     }
 }
 
@@ -1033,6 +1377,209 @@ mod tests {
             "redis://:***@h1:7000,redis://u:***@h2:7001,redis://h3:7002"
         );
         assert_eq!(redact_url("redis://:p,w@h:1"), "redis://:***@h:1");
+    }
+
+    /// A fresh directory for one test's files.
+    fn temp_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tw-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn urls_come_from_files_trimmed() {
+        let d = temp_dir();
+        let amqp = d.join("amqp-url");
+        let redis = d.join("redis-url");
+        std::fs::write(&amqp, "  amqps://u:file-secret@mq:5671/%2f\n").unwrap();
+        std::fs::write(&redis, "rediss://:file-secret@cache:6380\n").unwrap();
+        let c = Config::from_sources(
+            &format!("[redis]\nurl_file = {:?}\n", redis.display().to_string()),
+            None,
+            env(&[
+                ("TW_AMQP__URL", "amqp://ignored:x@h/%2f"),
+                ("TW_AMQP__URL_FILE", amqp.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.amqp.url, "amqps://u:file-secret@mq:5671/%2f");
+        assert_eq!(c.redis.url, "rediss://:file-secret@cache:6380");
+        assert_eq!(c.amqp.url_file, amqp);
+        // The file's URL is validated like any other.
+        std::fs::write(&amqp, "http://u:file-secret@mq/\n").unwrap();
+        let e = Config::from_sources(
+            "",
+            None,
+            env(&[("TW_AMQP__URL_FILE", amqp.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("amqp.url"), "{e}");
+        assert!(!e.contains("file-secret"), "{e}");
+        // Missing and empty files are errors naming the key and the path.
+        let missing = d.join("nope");
+        let e = Config::from_sources(
+            "",
+            None,
+            env(&[("TW_REDIS__URL_FILE", missing.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("redis.url_file") && e.contains("nope") && e.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(&redis, " \n").unwrap();
+        let e = Config::from_sources(
+            "",
+            None,
+            env(&[("TW_REDIS__URL_FILE", redis.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("redis.url_file") && e.contains("empty"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn tls_files_need_a_tls_url_and_each_other() {
+        let d = temp_dir();
+        let ca = d.join("ca.pem");
+        let cert = d.join("cert.pem");
+        let key = d.join("key.pem");
+        std::fs::write(&ca, PEM_CERT).unwrap();
+        std::fs::write(&cert, PEM_CERT).unwrap();
+        std::fs::write(&key, PEM_KEY).unwrap();
+        let (ca_s, cert_s, key_s) = (
+            ca.to_str().unwrap(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+        );
+        // A CA file with a plain URL is a configuration error naming both keys.
+        for (vars, needle) in [
+            (vec![("TW_AMQP__TLS_CA_FILE", ca_s)], "amqp.tls_ca_file"),
+            (vec![("TW_REDIS__TLS_CA_FILE", ca_s)], "redis.tls_ca_file"),
+            (
+                vec![
+                    ("TW_AMQP__URL", "amqps://u:p@h/%2f"),
+                    ("TW_AMQP__TLS_CERT_FILE", cert_s),
+                ],
+                "amqp.tls_key_file must be set together",
+            ),
+            (
+                vec![
+                    ("TW_REDIS__URL", "rediss://h:1"),
+                    ("TW_REDIS__TLS_KEY_FILE", key_s),
+                ],
+                "redis.tls_cert_file",
+            ),
+            (
+                vec![
+                    ("TW_REDIS__MODE", "cluster"),
+                    ("TW_REDIS__URL", "rediss://h1:1,redis://h2:2"),
+                    ("TW_REDIS__TLS_CA_FILE", ca_s),
+                ],
+                "redis.tls_ca_file",
+            ),
+        ] {
+            let e = Config::from_sources("", None, env(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let e = Config::from_sources("", None, env(&[("TW_AMQP__TLS_CA_FILE", ca_s)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("amqps://"), "{e}");
+        // With TLS URLs, everything is read.
+        let c = Config::from_sources(
+            "",
+            None,
+            env(&[
+                ("TW_AMQP__URL", "amqps://u:p@h/%2f"),
+                ("TW_AMQP__TLS_CA_FILE", ca_s),
+                ("TW_AMQP__TLS_CERT_FILE", cert_s),
+                ("TW_AMQP__TLS_KEY_FILE", key_s),
+                ("TW_REDIS__MODE", "cluster"),
+                ("TW_REDIS__URL", "rediss://h1:1,rediss://h2:2"),
+                ("TW_REDIS__TLS_CA_FILE", ca_s),
+            ]),
+        )
+        .unwrap();
+        let pem = c.amqp.tls_files().read().unwrap();
+        assert_eq!(pem.ca.as_deref(), Some(PEM_CERT));
+        assert_eq!(pem.client_key.as_deref(), Some(PEM_KEY.as_bytes()));
+        assert!(!format!("{pem:?}").contains("MIIE"), "{pem:?}");
+        let pem = c.redis.tls_files().read().unwrap();
+        assert!(pem.ca.is_some() && pem.client_cert.is_none());
+        assert!(Config::default()
+            .amqp
+            .tls_files()
+            .read()
+            .unwrap()
+            .is_empty());
+        // Unreadable or non-PEM files stop the start-up with the key and path named.
+        let e = Config::from_sources(
+            "",
+            None,
+            env(&[
+                ("TW_AMQP__URL", "amqps://h/%2f"),
+                ("TW_AMQP__TLS_CA_FILE", "/no/such/ca.pem"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("amqp.tls_ca_file") && e.contains("/no/such/ca.pem"),
+            "{e}"
+        );
+        let e = Config::from_sources(
+            "",
+            None,
+            env(&[
+                ("TW_REDIS__URL", "rediss://h:1"),
+                ("TW_REDIS__TLS_CERT_FILE", key_s),
+                ("TW_REDIS__TLS_KEY_FILE", cert_s),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("redis.tls_cert_file") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn syntax_errors_and_debug_output_hide_passwords() {
+        let e = Config::from_sources(
+            "[amqp]\nurl = \"amqp://u:toml-secret@h/%2f\" junk\n",
+            Some(Path::new("w.toml")),
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("w.toml") && e.contains("line 2"), "{e}");
+        assert!(!e.contains("toml-secret"), "{e}");
+        let c = Config::from_sources(
+            "",
+            None,
+            env(&[
+                ("TW_AMQP__URL", "amqp://u:dbg-secret@h/%2f"),
+                ("TW_REDIS__URL", "redis://:dbg-secret@h:1"),
+            ]),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("dbg-secret"), "{dbg}");
+        assert!(
+            dbg.contains("amqp://u:***@h/%2f") && dbg.contains("redis://:***@h:1"),
+            "{dbg}"
+        );
     }
 
     #[test]

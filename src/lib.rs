@@ -13,6 +13,10 @@
 //! - [`telemetry`]: logging set-up, Prometheus metrics and readiness state.
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics` for probes and scrapers.
 //! - [`bench`]: `bench-engine`, the raw CTranslate2 throughput ceiling.
+//! - [`client`]: Rust client for the wire contract (many calls in flight on one
+//!   connection) and the `translate` subcommand.
+//! - [`loadgen`]: `loadgen`, load through the broker with a latency/throughput report.
+//! - [`echo`]: `echo`, a model-free consumer answering in the reply shape (broker ceiling).
 //!
 //! Data flow: delivery → [`protocol::parse_job`] → [`cache::Cache::get_many`] → misses
 //! tokenized → [`batcher::BatcherHandle::translate`] → engine thread → reply published
@@ -22,9 +26,12 @@ pub mod batcher;
 pub mod bench;
 pub mod broker;
 pub mod cache;
+pub mod client;
 pub mod config;
+pub mod echo;
 pub mod engine;
 pub mod http;
+pub mod loadgen;
 pub mod protocol;
 pub mod telemetry;
 pub mod worker;

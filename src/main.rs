@@ -7,8 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use translation_worker::bench::EngineBench;
-use translation_worker::config::Config;
+use translation_worker::client::{Answer, TranslateArgs};
+use translation_worker::config::{Config, LogFormat};
+use translation_worker::echo::EchoArgs;
 use translation_worker::http::HttpServer;
+use translation_worker::loadgen::LoadgenArgs;
 use translation_worker::telemetry::{self, Metrics};
 use translation_worker::worker::Worker;
 
@@ -38,6 +41,15 @@ enum Command {
         #[arg(long, short, env = "TW_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Translate texts (arguments, --file, or stdin lines) through the broker; prints
+    /// one translation per line. Exits 1 on an error reply.
+    Translate(TranslateArgs),
+    /// Send many jobs with a bounded number in flight and report throughput, latency
+    /// and lost, failed or wrong jobs. Exits 1 if any (errors: unless --allow-errors).
+    Loadgen(LoadgenArgs),
+    /// Answer jobs with their own texts, no model or cache: the broker's round-trip
+    /// ceiling for `loadgen`. Stops on SIGTERM/SIGINT.
+    Echo(EchoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,7 +77,128 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
+        Command::Translate(args) => {
+            init_cli_logging()?;
+            // Read the input before starting the runtime: blocking I/O stays off it.
+            let texts = read_texts(&args)?;
+            if texts.is_empty() {
+                return Ok(());
+            }
+            let results =
+                runtime()?.block_on(translation_worker::client::translate_texts(&args, texts))?;
+            if !print_replies(&args, &results)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Loadgen(args) => {
+            init_cli_logging()?;
+            let report = runtime()?.block_on(translation_worker::loadgen::run(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            if !report.passed(args.allow_errors) {
+                eprintln!(
+                    "loadgen: FAILED ({} lost, {} mismatches, {} errors)",
+                    report.lost, report.mismatches, report.errors
+                );
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Echo(args) => {
+            telemetry::init_logging(LogFormat::Auto)?;
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(watch_signals(shutdown.clone()));
+                translation_worker::echo::run(&args, shutdown).await
+            })?;
+            Ok(())
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tw-async")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Logs of the client commands go to stderr (stdout carries their output); lapin's
+/// warning on every returned message is noise there, the call reports it.
+fn init_cli_logging() -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,lapin=error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// The texts of `translate`: its arguments, else the lines of --file, else of stdin.
+fn read_texts(args: &TranslateArgs) -> anyhow::Result<Vec<String>> {
+    if !args.texts.is_empty() {
+        return Ok(args.texts.clone());
+    }
+    let text = match &args.file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
+    };
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+/// Prints the replies in order; returns false after the first failed job (its error
+/// goes to stderr). With --json every reply body is printed, one per line.
+fn print_replies(
+    args: &TranslateArgs,
+    results: &[Result<
+        translation_worker::client::RawReply,
+        translation_worker::client::ClientError,
+    >],
+) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut ok = true;
+    for result in results {
+        match result {
+            Ok(raw) if args.json => {
+                out.write_all(&raw.body)?;
+                out.write_all(b"\n")?;
+                if let Answer::Error(e) = &raw.answer {
+                    eprintln!("error: {}: {}", e.code, e.message);
+                    ok = false;
+                }
+            }
+            Ok(raw) => match &raw.answer {
+                Answer::Ok(reply) => {
+                    for t in &reply.translations {
+                        writeln!(out, "{t}")?;
+                    }
+                }
+                Answer::Error(e) => {
+                    eprintln!("error: {}: {}", e.code, e.message);
+                    ok = false;
+                    break;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                ok = false;
+                if !args.json {
+                    break;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ok)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

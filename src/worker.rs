@@ -380,12 +380,14 @@ async fn handle_delivery(shared: Arc<Shared>, session: Arc<Session>, delivery: D
     };
     let entries: Vec<(CacheKey, &str)> = to_store.iter().map(|(k, t)| (*k, t.as_str())).collect();
     let (published, ()) = tokio::join!(publish, shared.cache.put_many(&entries));
-    match published {
-        Ok(()) => {
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                // The channel is gone: the broker will redeliver (a duplicate reply).
-                tracing::warn!(error = %e, "ack failed");
-            }
+    let done = match published {
+        Ok(()) => true,
+        // The reply queue refused the reply (full, with `x-overflow: reject-publish`):
+        // like a deleted reply queue, the client cannot take it. Requeueing would
+        // redeliver the job at once and loop for as long as the queue stays full.
+        Err(e @ BrokerError::Nacked(_)) if reply_to.is_some() => {
+            tracing::warn!(error = %e, "reply refused by its queue; dropped");
+            true
         }
         Err(e) => {
             tracing::warn!(error = %e, "reply not confirmed; requeueing the job");
@@ -395,6 +397,13 @@ async fn handle_delivery(shared: Arc<Shared>, session: Arc<Session>, delivery: D
                     ..BasicNackOptions::default()
                 })
                 .await;
+            false
+        }
+    };
+    if done {
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            // The channel is gone: the broker will redeliver (a duplicate reply).
+            tracing::warn!(error = %e, "ack failed");
         }
     }
     m.jobs_in_flight.dec();

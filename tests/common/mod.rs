@@ -2,6 +2,9 @@
 //! in-process worker, and a small RPC client over the real broker.
 #![allow(dead_code)]
 
+pub mod private;
+pub mod process;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,7 +92,12 @@ pub async fn start_worker_with(
 
 /// Waits until `queue` has at least one consumer.
 pub async fn wait_for_consumer(queue: &str) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+    wait_for_consumer_at(AMQP_URL, queue).await;
+}
+
+/// Like [`wait_for_consumer`], on the broker at `url`.
+pub async fn wait_for_consumer_at(url: &str, queue: &str) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("broker reachable");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -146,7 +154,12 @@ impl Bus {
     }
 
     pub async fn connect() -> Self {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        Self::connect_to(AMQP_URL).await
+    }
+
+    /// Like [`Bus::connect`], on the broker at `url` (a private node of a drill).
+    pub async fn connect_to(url: &str) -> Self {
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("broker reachable");
         let ch = conn.create_channel().await.expect("channel");
@@ -350,4 +363,370 @@ pub fn cached(reply: &Value) -> Vec<bool> {
         .iter()
         .map(|c| c.as_bool().unwrap())
         .collect()
+}
+
+/// Replies by correlation id with their arrival times: what the fault drills check.
+#[derive(Clone, Default)]
+pub struct ReplyLog {
+    inner: Arc<Mutex<ReplyLogInner>>,
+    arrived: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct ReplyLogInner {
+    by_corr: HashMap<String, Vec<Value>>,
+    /// Arrival of each correlation id's first reply.
+    first_at: HashMap<String, Instant>,
+    /// Arrival of every reply counted (duplicates included), in order.
+    arrivals: Vec<Instant>,
+    /// Broker redeliveries to the collector of a reply it had already recorded (its own
+    /// connection broke before the ack reached the broker): not worker duplicates.
+    collector_redeliveries: usize,
+}
+
+impl ReplyLog {
+    /// Records one reply. A copy redelivered to the collector itself is not counted.
+    pub fn record(&self, corr: String, reply: Value, redelivered: bool) {
+        let mut g = self.inner.lock().unwrap();
+        let list = g.by_corr.entry(corr.clone()).or_default();
+        if redelivered && list.contains(&reply) {
+            g.collector_redeliveries += 1;
+            return;
+        }
+        list.push(reply);
+        let now = Instant::now();
+        g.first_at.entry(corr).or_insert(now);
+        g.arrivals.push(now);
+        drop(g);
+        self.arrived.notify_waiters();
+    }
+
+    /// Replies counted, duplicates included.
+    pub fn total(&self) -> usize {
+        self.inner.lock().unwrap().arrivals.len()
+    }
+
+    /// Correlation ids with at least one reply.
+    pub fn distinct(&self) -> usize {
+        self.inner.lock().unwrap().by_corr.len()
+    }
+
+    /// Every reply received for `corr`.
+    pub fn replies(&self, corr: &str) -> Vec<Value> {
+        let g = self.inner.lock().unwrap();
+        g.by_corr.get(corr).cloned().unwrap_or_default()
+    }
+
+    /// When the first reply for `corr` arrived.
+    pub fn first_arrival(&self, corr: &str) -> Option<Instant> {
+        self.inner.lock().unwrap().first_at.get(corr).copied()
+    }
+
+    /// Correlation ids whose first reply arrived before `t`.
+    pub fn answered_before(&self, t: Instant) -> usize {
+        let g = self.inner.lock().unwrap();
+        g.first_at.values().filter(|a| **a < t).count()
+    }
+
+    /// Arrival times of every counted reply, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.inner.lock().unwrap().arrivals.clone()
+    }
+
+    /// First arrival at or after `t`.
+    pub fn first_after(&self, t: Instant) -> Option<Instant> {
+        let g = self.inner.lock().unwrap();
+        g.arrivals.iter().copied().find(|a| *a >= t)
+    }
+
+    /// Replies the broker redelivered to the collector (not counted as replies).
+    pub fn collector_redeliveries(&self) -> usize {
+        self.inner.lock().unwrap().collector_redeliveries
+    }
+
+    /// Waits until `done(total, distinct)` holds; false on timeout.
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(usize, usize) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            if done(self.total(), self.distinct()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+        }
+    }
+
+    /// Waits until every id in `corrs` has a reply; returns how many are still missing
+    /// at `timeout` (0 when all arrived).
+    pub async fn wait_for(&self, corrs: &[String], timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            let missing = {
+                let g = self.inner.lock().unwrap();
+                corrs.iter().filter(|c| !g.by_corr.contains_key(*c)).count()
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if missing == 0 || left.is_zero() {
+                return missing;
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+        }
+    }
+}
+
+/// Arguments of a collector's reply queue: it deletes itself after 10 minutes unused,
+/// so a failed drill leaves nothing behind on the shared broker.
+fn collector_queue_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-expires".into(),
+        lapin::types::AMQPValue::LongInt(600_000),
+    );
+    args
+}
+
+/// A consumer of a named, durable reply queue with manual acks that reconnects whenever
+/// the broker goes away, so it sees every reply across a broker restart.
+pub struct DurableCollector {
+    /// The reply queue (put it in the jobs' `reply_to`).
+    pub queue: String,
+    /// What arrived.
+    pub log: ReplyLog,
+    /// Times the collector had to reconnect.
+    pub reconnects: Arc<std::sync::atomic::AtomicUsize>,
+    /// When the collector first lost its broker connection (the broker went away).
+    pub first_loss: Arc<Mutex<Option<Instant>>>,
+    url: String,
+    stop: CancellationToken,
+}
+
+impl DurableCollector {
+    /// Declares `queue` on the broker at `url` (so jobs can name it at once) and starts
+    /// consuming it.
+    pub async fn start(url: &str, queue: &str) -> Self {
+        let conn = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .expect("broker reachable");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions::durable(),
+            collector_queue_args(),
+        )
+        .await
+        .expect("reply queue");
+        let _ = conn.close(200, "ok".into()).await;
+        let log = ReplyLog::default();
+        let stop = CancellationToken::new();
+        let reconnects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let first_loss: Arc<Mutex<Option<Instant>>> = Arc::default();
+        {
+            let (url, queue, log, stop) =
+                (url.to_owned(), queue.to_owned(), log.clone(), stop.clone());
+            let reconnects = reconnects.clone();
+            let first_loss = first_loss.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = collect_once(&url, &queue, &log, &stop).await;
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    first_loss.lock().unwrap().get_or_insert_with(Instant::now);
+                    reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            });
+        }
+        Self {
+            queue: queue.to_owned(),
+            log,
+            reconnects,
+            first_loss,
+            url: url.to_owned(),
+            stop,
+        }
+    }
+
+    /// Stops consuming and deletes the reply queue.
+    pub async fn close(self) {
+        self.stop.cancel();
+        if let Ok(conn) = Connection::connect(&self.url, ConnectionProperties::default()).await {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            let _ = conn.close(200, "ok".into()).await;
+        }
+    }
+}
+
+impl Drop for DurableCollector {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// One connection's worth of consuming; returns when the broker or `stop` ends it.
+async fn collect_once(
+    url: &str,
+    queue: &str,
+    log: &ReplyLog,
+    stop: &CancellationToken,
+) -> Result<(), lapin::Error> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::durable(),
+        collector_queue_args(),
+    )
+    .await?;
+    ch.basic_qos(500, lapin::options::BasicQosOptions::default())
+        .await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = conn.close(200, "ok".into()).await;
+                return Ok(());
+            }
+            next = consumer.next() => match next {
+                Some(Ok(d)) => {
+                    let corr = d
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_default();
+                    let v: Value = serde_json::from_slice(&d.data).expect("reply is JSON");
+                    log.record(corr, v, d.redelivered);
+                    d.ack(lapin::options::BasicAckOptions::default()).await?;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A job for [`publish_many`].
+pub struct OutJob {
+    /// Correlation id.
+    pub corr: String,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// Reply queue, if any.
+    pub reply_to: Option<String>,
+}
+
+/// Publishes `jobs` persistent to `queue` through the default exchange on the broker at
+/// `url`, all confirms awaited together (pipelined), and asserts every one was acked.
+pub async fn publish_many(url: &str, queue: &str, jobs: &[OutJob]) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("broker reachable");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let mut confirms = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_correlation_id(job.corr.as_str().into())
+            .with_delivery_mode(2);
+        if let Some(r) = &job.reply_to {
+            props = props.with_reply_to(r.as_str().into());
+        }
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &job.body,
+                props,
+            )
+            .await
+            .expect("publish");
+        confirms.push(confirm);
+    }
+    for c in futures_util::future::join_all(confirms).await {
+        assert!(c.expect("confirm").is_ack(), "the broker refused a job");
+    }
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+/// Declares a worker's topology on the broker at `url` (so jobs can be queued before
+/// any worker runs).
+pub async fn declare_topology_at(url: &str, config: &Config) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("broker reachable");
+    let ch = conn.create_channel().await.expect("channel");
+    let key = translation_worker::broker::routing_key(&config.model.source, &config.model.target);
+    translation_worker::broker::declare_topology(&ch, &config.amqp, &[key])
+        .await
+        .expect("topology");
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+/// Ready messages and consumers of `queue` on the broker at `url` (passive declare).
+pub async fn queue_state_at(url: &str, queue: &str) -> Option<(u32, u32)> {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .ok()?;
+    let ch = conn.create_channel().await.ok()?;
+    let res = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    let _ = conn.close(200, "ok".into()).await;
+    res.ok().map(|q| (q.message_count(), q.consumer_count()))
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1: status code and body (`None` if nothing listens).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// The value of one sample (`name{labels} value`) in a Prometheus text exposition.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))?
+        .trim()
+        .parse()
+        .ok()
 }

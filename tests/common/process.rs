@@ -1,0 +1,133 @@
+//! The worker binary as a child process: for drills that SIGKILL or SIGTERM it and
+//! for memory measurements (RSS from `/proc`).
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use translation_worker::config::Config;
+
+/// A `translation-worker serve` child process configured from a [`Config`].
+pub struct WorkerProcess {
+    /// The running child; `None` once it has exited and been reaped.
+    pub child: Option<Child>,
+}
+
+impl WorkerProcess {
+    /// Spawns the binary with `config`'s broker, Redis, queue, exchange, cache prefix
+    /// and model passed as `TW_*` variables, then `extra_env` (which wins).
+    /// Logs go to stderr at `warn`; HTTP listens on an ephemeral port.
+    pub fn spawn(config: &Config, extra_env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_translation-worker"));
+        cmd.arg("serve")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("TW_AMQP__URL", &config.amqp.url)
+            .env("TW_AMQP__QUEUE", &config.amqp.queue)
+            .env("TW_AMQP__EXCHANGE", &config.amqp.exchange)
+            .env("TW_AMQP__DEAD_LETTER", &config.amqp.dead_letter)
+            .env("TW_AMQP__PREFETCH", config.amqp.prefetch.to_string())
+            .env(
+                "TW_AMQP__RECONNECT_INITIAL_MS",
+                config.amqp.reconnect_initial_ms.to_string(),
+            )
+            .env(
+                "TW_AMQP__RECONNECT_MAX_MS",
+                config.amqp.reconnect_max_ms.to_string(),
+            )
+            .env("TW_REDIS__URL", &config.redis.url)
+            .env("TW_REDIS__ENABLED", config.redis.enabled.to_string())
+            .env("TW_REDIS__KEY_PREFIX", &config.redis.key_prefix)
+            .env("TW_REDIS__TTL_SECS", config.redis.ttl_secs.to_string())
+            .env("TW_MODEL__PATH", &config.model.path)
+            .env("TW_MODEL__THREADS", config.model.threads.to_string())
+            .env(
+                "TW_SHUTDOWN__DRAIN_TIMEOUT_SECS",
+                config.shutdown.drain_timeout_secs.to_string(),
+            )
+            .env("TW_LOG__FORMAT", "json")
+            // Several test binaries run at once: no fixed metrics port.
+            .env("TW_HTTP__LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "warn");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("worker binary starts");
+        Self { child: Some(child) }
+    }
+
+    /// Process id (panics once the child has been reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("worker still running").id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill(1) exists");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// SIGKILL and reap: the crash of a pod.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the child to exit; kills it and panics past `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("worker still running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait on child") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("worker did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    /// Current resident set size in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    /// Peak resident set size in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_field("VmHWM:")
+    }
+
+    fn status_field(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status is readable");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("status has the field in kB")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

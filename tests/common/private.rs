@@ -10,12 +10,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 whose `+ offset` neighbours are free too.
+///
+/// Ports handed out earlier in this process are never handed out again, even before
+/// their server binds them: otherwise a broker's distribution port (`port + 1`) could
+/// land on a TLS port another call just picked for the same test.
 pub fn free_port(neighbours: &[u16]) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let seed = uuid::Uuid::new_v4().as_u128();
     for i in 0..4000u128 {
         let port = 30_000 + ((seed + i * 7919) % 20_000) as u16;
-        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && neighbours.iter().all(|&n| free(port + n)) {
+        let wanted: Vec<u16> = std::iter::once(port)
+            .chain(neighbours.iter().map(|&n| port + n))
+            .collect();
+        let free =
+            |p: &u16| !handed.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok();
+        if wanted.iter().all(free) {
+            handed.extend(wanted);
             return port;
         }
     }

@@ -7,7 +7,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lapin::{Connection, ConnectionProperties};
 use translation_worker::client::{
     Client, ClientError, ClientOptions, TranslateOptions, TranslateRequest,
 };
@@ -20,18 +19,6 @@ fn options(config: &Config) -> ClientOptions {
         timeout: Duration::from_secs(30),
         ..ClientOptions::default()
     }
-}
-
-/// Declares the test's exchange, job queue and binding with no consumer.
-async fn topology_without_worker(config: &Config) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("broker reachable");
-    let ch = conn.create_channel().await.expect("channel");
-    translation_worker::broker::declare_topology(&ch, &config.amqp, &["ko-en".to_string()])
-        .await
-        .expect("topology");
-    let _ = conn.close(200, "ok".into()).await;
 }
 
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
@@ -179,7 +166,7 @@ async fn error_replies_carry_their_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_out_when_no_worker_consumes() {
     let config = test_config();
-    topology_without_worker(&config).await;
+    declare_topology_at(AMQP_URL, &config).await;
     let client = Client::connect(AMQP_URL, options(&config)).await.unwrap();
     let t = Instant::now();
     let err = client
@@ -272,7 +259,7 @@ async fn duplicate_replies_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_calls_fail_when_the_client_closes() {
     let config = test_config();
-    topology_without_worker(&config).await;
+    declare_topology_at(AMQP_URL, &config).await;
     let client = Client::connect(AMQP_URL, options(&config)).await.unwrap();
     let pending = {
         let client = client.clone();
@@ -331,7 +318,7 @@ fn close_connection_by_name(name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_calls_fail_with_a_typed_error_when_the_connection_drops() {
     let config = test_config();
-    topology_without_worker(&config).await;
+    declare_topology_at(AMQP_URL, &config).await;
     let name = format!("tw-client-test-{}", uuid::Uuid::new_v4().simple());
     let client = Client::connect(
         AMQP_URL,
@@ -370,7 +357,7 @@ async fn in_flight_calls_fail_with_a_typed_error_when_the_connection_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_in_flight_bounds_the_pending_calls() {
     let config = test_config();
-    topology_without_worker(&config).await;
+    declare_topology_at(AMQP_URL, &config).await;
     let client = Client::connect(
         AMQP_URL,
         ClientOptions {

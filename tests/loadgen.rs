@@ -22,18 +22,6 @@ fn args(config: &Config) -> LoadgenArgs {
     })
 }
 
-/// Declares the test's exchange, job queue and binding with no consumer.
-async fn topology_without_worker(config: &Config) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("broker reachable");
-    let ch = conn.create_channel().await.expect("channel");
-    translation_worker::broker::declare_topology(&ch, &config.amqp, &["ko-en".to_string()])
-        .await
-        .expect("topology");
-    let _ = conn.close(200, "ok".into()).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_copy_against_the_worker_loses_nothing() {
     let config = test_config();
@@ -86,7 +74,7 @@ async fn verify_copy_against_the_worker_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_without_a_consumer_are_reported_lost() {
     let config = test_config();
-    topology_without_worker(&config).await;
+    declare_topology_at(AMQP_URL, &config).await;
     let mut a = args(&config);
     a.jobs = 12;
     a.concurrency = 4;
@@ -113,7 +101,7 @@ async fn start_liar(config: &Config) -> tokio::task::JoinHandle<()> {
     use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
     use lapin::types::FieldTable;
     use lapin::BasicProperties;
-    topology_without_worker(config).await;
+    declare_topology_at(AMQP_URL, config).await;
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .expect("broker reachable");
@@ -186,7 +174,7 @@ async fn wrong_translations_are_reported_as_mismatches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unserved_pair_is_reported_as_errors() {
     let config = test_config();
-    topology_without_worker(&config).await;
+    declare_topology_at(AMQP_URL, &config).await;
     let mut a = args(&config);
     a.target = "xx".into();
     a.jobs = 10;

@@ -22,12 +22,7 @@ use std::time::{Duration, Instant};
 use common::private::{free_port, wait_port, PrivateRabbit, PrivateRedis};
 use common::process::WorkerProcess;
 use common::*;
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::ConnectionProperties;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use translation_worker::broker::{self, Session};
@@ -238,101 +233,18 @@ fn operator_config(config: &Config) -> Config {
         .expect("the TLS configuration is valid")
 }
 
-/// A client of the worker over the same TLS connect path the worker uses.
-struct TlsClient {
-    conn: Connection,
-    ch: Channel,
-    reply_queue: String,
-    replies: Consumer,
+/// A [`Bus`] over the same TLS connect path the worker uses.
+async fn tls_bus(cfg: &AmqpConfig) -> Bus {
+    let conn = broker::connect(cfg, ConnectionProperties::default())
+        .await
+        .expect("client connects over TLS");
+    Bus::on_connection(conn).await
 }
 
-impl TlsClient {
-    async fn connect(cfg: &AmqpConfig) -> Self {
-        let conn = broker::connect(cfg, ConnectionProperties::default())
-            .await
-            .expect("client connects over TLS");
-        let ch = conn.create_channel().await.expect("channel");
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirm mode");
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("reply queue");
-        let reply_queue = q.name().as_str().to_string();
-        let replies = ch
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
-        Self {
-            conn,
-            ch,
-            reply_queue,
-            replies,
-        }
-    }
-
-    /// Sends `texts` as one job to `queue` and returns its reply.
-    async fn rpc(&mut self, queue: &str, texts: &[String]) -> Value {
-        let corr = uuid::Uuid::new_v4().to_string();
-        let body = serde_json::to_vec(&json!({ "texts": texts })).expect("job JSON");
-        let props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_correlation_id(corr.as_str().into())
-            .with_reply_to(self.reply_queue.as_str().into())
-            .with_delivery_mode(2);
-        let confirm = self
-            .ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let next = tokio::time::timeout(left, self.replies.next())
-                .await
-                .expect("a reply within 30 s")
-                .expect("reply consumer open")
-                .expect("delivery");
-            let matches = next
-                .properties
-                .correlation_id()
-                .as_ref()
-                .is_some_and(|c| c.as_str() == corr);
-            if matches {
-                return serde_json::from_slice(&next.data).expect("reply is JSON");
-            }
-        }
-    }
-
-    async fn close(self) {
-        let _ = self.conn.close(200, "ok".into()).await;
-    }
+/// Sends `texts` as one job to `queue` and returns its reply.
+async fn rpc(bus: &Bus, queue: &str, texts: &[String]) -> Value {
+    let body = serde_json::to_vec(&json!({ "texts": texts })).expect("job JSON");
+    bus.rpc(queue, &body).await
 }
 
 /// Waits until `metrics` counted at least `n` cache stores (a store follows the reply).
@@ -364,13 +276,13 @@ async fn run_worker(
 
 /// Translates `texts` twice over TLS: first computed, then all from the cache.
 async fn translate_twice(config: &Config, metrics: &Metrics, texts: &[String]) {
-    let mut client = TlsClient::connect(&config.amqp).await;
-    let first = client.rpc(&config.amqp.queue, texts).await;
+    let client = tls_bus(&config.amqp).await;
+    let first = rpc(&client, &config.amqp.queue, texts).await;
     assert_eq!(first["status"], "ok", "{first}");
     assert_eq!(translations(&first), texts);
     assert_eq!(cached(&first), vec![false; texts.len()]);
     wait_for_stores(metrics, texts.len() as u64).await;
-    let second = client.rpc(&config.amqp.queue, texts).await;
+    let second = rpc(&client, &config.amqp.queue, texts).await;
     assert_eq!(translations(&second), texts);
     assert_eq!(
         cached(&second),
@@ -379,7 +291,7 @@ async fn translate_twice(config: &Config, metrics: &Metrics, texts: &[String]) {
     );
     assert_eq!(metrics.cache_errors.get(), 0);
     assert_eq!(metrics.redis_up.get(), 1);
-    client.close().await;
+    let _ = client.conn.close(200, "ok".into()).await;
 }
 
 /// A cache on `cfg`: does one lookup reach Redis (no cache error)?
@@ -457,15 +369,15 @@ async fn worker_translates_and_caches_over_tls() {
         ],
     );
     wait_for_consumer_at(&servers.rabbit.url(), &config.amqp.queue).await;
-    let mut client = TlsClient::connect(&config.amqp).await;
+    let client = tls_bus(&config.amqp).await;
     let texts: Vec<String> = (20..23).map(sample_text).collect();
-    let first = client.rpc(&config.amqp.queue, &texts).await;
+    let first = rpc(&client, &config.amqp.queue, &texts).await;
     assert_eq!(translations(&first), texts, "{first}");
     assert_eq!(cached(&first), vec![false; texts.len()]);
     // The store follows the reply: ask again until it has landed (or fail).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let again = client.rpc(&config.amqp.queue, &texts).await;
+        let again = rpc(&client, &config.amqp.queue, &texts).await;
         assert_eq!(translations(&again), texts);
         if cached(&again) == vec![true; texts.len()] {
             break;
@@ -476,7 +388,7 @@ async fn worker_translates_and_caches_over_tls() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    client.close().await;
+    let _ = client.conn.close(200, "ok".into()).await;
     drop(process);
 }
 

@@ -162,6 +162,11 @@ impl Bus {
         let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("broker reachable");
+        Self::on_connection(conn).await
+    }
+
+    /// A bus over an open connection (e.g. one made over TLS by `broker::connect`).
+    pub async fn on_connection(conn: Connection) -> Self {
         let ch = conn.create_channel().await.expect("channel");
         ch.confirm_select(ConfirmSelectOptions::default())
             .await

@@ -79,6 +79,17 @@ VARIANTS: Dict[str, Dict] = {
 
 EOS, UNK, PAD = "</s>", "<unk>", "<pad>"
 
+# Language tokens of the multilingual variant (--language-tokens): NLLB-200's
+# FLORES-200 codes and M2M-100's __xx__ codes for a few languages.  As in the real
+# models they are single vocabulary entries; the copy wiring copies the source
+# token at position t to output position t, so with the target token forced as
+# the decoding prefix (position 0) the output is that token followed by the text,
+# and without a prefix it would start with the *source* token instead.
+LANGUAGE_TOKENS = [
+    "kor_Hang", "eng_Latn", "jpn_Jpan", "zho_Hans", "deu_Latn", "fra_Latn", "spa_Latn",
+    "__ko__", "__en__", "__ja__", "__zh__", "__de__", "__fr__", "__es__",
+]
+
 # Hand-wiring constants.
 LOGIT_SCALE = 40.0   # logit of the copied token, roughly tau * sqrt(d_model)
 ATTN_MARGIN = 40.0   # score gap between the right source position and any other
@@ -128,8 +139,10 @@ def build_corpus(cfg: Dict) -> List[str]:
 
 
 def train_sentencepiece(lines: List[str], vocab_size: int, coverage: float,
-                        split_digits: bool) -> bytes:
-    """Train a byte-fallback unigram model that round-trips any text exactly."""
+                        split_digits: bool, symbols: List[str] = ()) -> bytes:
+    """Train a byte-fallback unigram model that round-trips any text exactly.
+
+    ``symbols`` become user-defined pieces (always one token each)."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
@@ -152,6 +165,7 @@ def train_sentencepiece(lines: List[str], vocab_size: int, coverage: float,
         max_sentence_length=1 << 16,
         num_threads=1,
         minloglevel=2,
+        **({"user_defined_symbols": list(symbols)} if symbols else {}),
     )
     return model.getvalue()
 
@@ -342,7 +356,8 @@ def write_npz(path: str, weights: Dict[str, np.ndarray], config: Dict) -> None:
 # Main
 # --------------------------------------------------------------------------
 
-def make_model(out_dir: str, variant: str, quantization: str, max_len: int) -> Dict:
+def make_model(out_dir: str, variant: str, quantization: str, max_len: int,
+               language_tokens: bool = False) -> Dict:
     """Generate the model into ``out_dir``; returns a summary dict."""
     import ctranslate2
 
@@ -350,8 +365,9 @@ def make_model(out_dir: str, variant: str, quantization: str, max_len: int) -> D
     rng = np.random.default_rng(SEED)
 
     coverage = 1.0 if cfg["all_hangul"] else 0.9995
+    symbols = LANGUAGE_TOKENS if language_tokens else []
     spm_bytes = train_sentencepiece(build_corpus(cfg), cfg["spm_vocab"], coverage,
-                                    cfg["split_digits"])
+                                    cfg["split_digits"], symbols)
     sp = spm.SentencePieceProcessor(model_proto=spm_bytes)
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     assert pieces[0] == EOS and pieces[1] == UNK, pieces[:3]
@@ -376,6 +392,7 @@ def make_model(out_dir: str, variant: str, quantization: str, max_len: int) -> D
 
     size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     info.update(variant=variant, quantization=quantization, spm_pieces=len(pieces),
+                language_tokens=list(symbols),
                 vocab_size=vocab_size, max_positions=max_len,
                 # The encoder input (pieces + </s>) must fit the position table.
                 # CTranslate2 appends </s> itself (add_source_eos=true), even when
@@ -396,12 +413,16 @@ def main(argv=None) -> int:
                         help="number of learned positions (default: 1024).  The encoder input "
                              "(pieces + </s>) and max_decoding_length must both be "
                              "<= max-len")
+    parser.add_argument("--language-tokens", action="store_true",
+                        help="multilingual variant: NLLB (kor_Hang, ...) and M2M-100 "
+                             "(__ko__, ...) language tokens as single pieces")
     args = parser.parse_args(argv)
 
     max_len = args.max_len or VARIANTS[args.variant]["max_len"]
     if max_len < 2:
         parser.error("--max-len must be at least 2")
-    info = make_model(args.out, args.variant, args.quantization, max_len)
+    info = make_model(args.out, args.variant, args.quantization, max_len,
+                      args.language_tokens)
     print(json.dumps(info, indent=2))
     return 0
 

@@ -37,6 +37,11 @@ KNOWN_METRICS = {
     "broker_connected", "ready", "redis_up", "batch_size", "batch_tokens",
     "batch_wait_seconds", "inference_seconds", "job_duration_seconds", "build_info",
 }
+# The HTTP gateway (`translation-worker gateway`, docs/gateway.md): its port and metrics.
+GATEWAY_PORT = 8080
+GATEWAY_METRICS = {"requests_total", "request_duration_seconds", "pending_requests",
+                   "max_pending_requests", "broker_connected", "broker_reconnects_total"}
+GATEWAY_HISTOGRAMS = {"request_duration_seconds"}
 HISTOGRAMS = {"batch_size", "batch_tokens", "batch_wait_seconds", "inference_seconds",
               "job_duration_seconds"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
@@ -175,6 +180,17 @@ def check_compose() -> None:
         fail("compose", "worker should run at least two replicas")
     if "model" not in doc.get("volumes", {}):
         fail("compose", "no `model` volume")
+    if gateway := services.get("gateway"):
+        cmd = gateway.get("command") or []
+        if (cmd.split() if isinstance(cmd, str) else cmd)[:1] != ["gateway"]:
+            fail("compose", "gateway must run the `gateway` subcommand")
+        if gateway.get("depends_on", {}).get("rabbitmq", {}).get("condition") != "service_healthy":
+            fail("compose", "gateway must depend on rabbitmq with condition service_healthy")
+        gdrain = int(gateway.get("environment", {}).get(
+            "TW_SHUTDOWN__DRAIN_TIMEOUT_SECS", CONFIG["shutdown"]["drain_timeout_secs"]))
+        m = re.fullmatch(r"(\d+)s", str(gateway.get("stop_grace_period", "10s")))
+        if not m or int(m.group(1)) <= gdrain:
+            fail("compose", f"gateway stop_grace_period must exceed its drain timeout {gdrain}s")
     if not any(f.startswith("compose") for f in failures):
         print(f"  ok   {len(services)} services, each with a health check")
 
@@ -374,6 +390,63 @@ def check_worker(where: str, d: dict, rendered: list[dict]) -> None:
         fail(where, f"{kn(d)}: GPU resources or CUDA image without TW_MODEL__DEVICE=cuda")
 
 
+def served_pairs(c: dict) -> str:
+    """The pairs a container serves or accepts: TW_MODEL__PAIRS, else source-target."""
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    if env.get("TW_MODEL__PAIRS"):
+        return ",".join(sorted(p.strip() for p in env["TW_MODEL__PAIRS"].split(",")))
+    model = CONFIG["model"]
+    return f"{env.get('TW_MODEL__SOURCE', model['source'])}-{env.get('TW_MODEL__TARGET', model['target'])}"
+
+
+def check_gateway(where: str, d: dict, rendered: list[dict]) -> None:
+    """The HTTP gateway: broker only (no model, Redis or GPU), drain vs grace period
+    (preStop sleep included), probes on its HTTP port, the workers' pairs."""
+    pod = d["spec"]["template"]["spec"]
+    if not labels_match(d["spec"]["selector"].get("matchLabels", {}),
+                        d["spec"]["template"]["metadata"].get("labels", {})):
+        fail(where, f"{kn(d)}: selector does not match the pod labels")
+    gws = [c for c in pod["containers"] if c["name"] == "gateway"]
+    if len(gws) != 1:
+        fail(where, f"{kn(d)}: expected one container named gateway")
+        return
+    c = gws[0]
+    env = env_map(c)
+    args = c.get("args", []) + c.get("command", [])
+    if "gateway" not in args or f"{CONFIG_DIR}/config.toml" not in args:
+        fail(where, f"{kn(d)}: args must be gateway --config {CONFIG_DIR}/config.toml")
+    if "secretKeyRef" not in env.get("TW_AMQP__URL", {}).get("valueFrom", {}):
+        fail(where, f"{kn(d)}: TW_AMQP__URL must come from the Secret {SECRET_NAME}")
+    drain = int(env.get("TW_SHUTDOWN__DRAIN_TIMEOUT_SECS", {}).get(
+        "value", CONFIG["shutdown"]["drain_timeout_secs"]))
+    cmd = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre = int(cmd[1]) if len(cmd) == 2 and cmd[0] == "sleep" and cmd[1].isdigit() else 0
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if grace < pre + drain + 10:
+        fail(where, f"{kn(d)}: terminationGracePeriodSeconds {grace} must exceed preStop "
+                    f"{pre}s + drain {drain}s by at least 10 s")
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    if "configMap" not in vols.get(mounts.get(CONFIG_DIR, ""), {}):
+        fail(where, f"{kn(d)}: {CONFIG_DIR} must be a ConfigMap mount")
+    listen = env.get("TW_GATEWAY__LISTEN", {}).get(
+        "value", CONFIG.get("gateway", {}).get("listen", f"0.0.0.0:{GATEWAY_PORT}"))
+    port = {p.get("name"): p for p in c.get("ports", [])}.get("http")
+    if not port or not str(listen).endswith(f":{port.get('containerPort')}"):
+        fail(where, f"{kn(d)}: container port named http must be the one of TW_GATEWAY__LISTEN {listen}")
+    ready = c.get("readinessProbe", {}).get("httpGet", {})
+    if ready.get("path") != "/healthz" or ready.get("port") not in ("http", GATEWAY_PORT):
+        fail(where, f"{kn(d)}: readinessProbe must GET /healthz on the http port")
+    if c.get("livenessProbe", {}).get("httpGet", {}).get("port") not in ("http", GATEWAY_PORT):
+        fail(where, f"{kn(d)}: livenessProbe must GET a path on the http port")
+    if "nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) or "cuda" in c.get("image", ""):
+        fail(where, f"{kn(d)}: the gateway needs no GPU or CUDA image")
+    for w in objs(rendered, "Deployment"):
+        for wc in w["spec"]["template"]["spec"]["containers"]:
+            if wc["name"] == "worker" and served_pairs(wc) != served_pairs(c):
+                fail(where, f"{kn(d)} accepts {served_pairs(c)} but {kn(w)} serves {served_pairs(wc)}")
+
+
 # Custom resources: no JSON schemas for these CRDs ship with the tools, so the
 # fields this repository uses are checked here, unknown keys rejected.
 SO_SPEC_KEYS = {"scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
@@ -510,6 +583,10 @@ def check_prometheusrule(where: str, o: dict) -> None:
                 base = re.sub(r"_(bucket|sum|count)$", "", m)
                 if base not in KNOWN_METRICS or (base != m and base not in HISTOGRAMS):
                     fail(where, f"{name} {rid}: unknown metric translation_worker_{m}")
+            for m in re.findall(r"translation_gateway_([a-z_]+)", expr):
+                base = re.sub(r"_(bucket|sum|count)$", "", m)
+                if base not in GATEWAY_METRICS or (base != m and base not in GATEWAY_HISTOGRAMS):
+                    fail(where, f"{name} {rid}: unknown metric translation_gateway_{m}")
 
 
 def check_render(where: str, rendered: list[dict]) -> None:
@@ -531,17 +608,29 @@ def check_render(where: str, rendered: list[dict]) -> None:
                 checker()
     for d in objs(rendered, "Deployment") + objs(rendered, "Job"):
         check_pod_template(where, d, rendered)
+    # Each Service and PodDisruptionBudget selects the pods of exactly one Deployment
+    # (worker or gateway), and each Deployment has its PodDisruptionBudget.
+    pods = {kn(d): d["spec"]["template"]["metadata"].get("labels", {}) for d in objs(rendered, "Deployment")}
+    covered: dict[str, int] = {}
+    for o in objs(rendered, "Service") + objs(rendered, "PodDisruptionBudget"):
+        sel = o["spec"].get("selector", {})
+        sel = sel.get("matchLabels", {}) if o["kind"] == "PodDisruptionBudget" else sel
+        owners = [n for n, labels in pods.items() if labels_match(sel, labels)]
+        if pods and len(owners) != 1:
+            fail(where, f"{kn(o)}: selector matches the pods of {owners or 'no Deployment'}, expected one")
+        if o["kind"] == "PodDisruptionBudget":
+            for n in owners:
+                covered[n] = covered.get(n, 0) + 1
+            if "maxUnavailable" not in o["spec"]:
+                fail(where, f"{kn(o)}: use maxUnavailable (a minAvailable blocks drains at 1 replica)")
+    for n in pods:
+        if covered.get(n) != 1:
+            fail(where, f"{n}: {covered.get(n, 0)} PodDisruptionBudgets, expected one")
     for d in objs(rendered, "Deployment"):
-        check_worker(where, d, rendered)
-        pod_labels = d["spec"]["template"]["metadata"].get("labels", {})
-        for s in objs(rendered, "Service"):
-            if not labels_match(s["spec"].get("selector", {}), pod_labels):
-                fail(where, f"{kn(s)}: selector does not match {kn(d)}'s pods")
-        for p in objs(rendered, "PodDisruptionBudget"):
-            if not labels_match(p["spec"].get("selector", {}).get("matchLabels", {}), pod_labels):
-                fail(where, f"{kn(p)}: selector does not match {kn(d)}'s pods")
-            if "maxUnavailable" not in p["spec"]:
-                fail(where, f"{kn(p)}: use maxUnavailable (a minAvailable blocks drains at 1 replica)")
+        if d["spec"]["template"]["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "gateway":
+            check_gateway(where, d, rendered)
+        else:
+            check_worker(where, d, rendered)
         scalers = [o for o in objs(rendered, "ScaledObject") + objs(rendered, "HorizontalPodAutoscaler")
                    if o.get("spec", {}).get("scaleTargetRef", {}).get("name") == d["metadata"]["name"]]
         if len(scalers) > 1:

@@ -136,6 +136,8 @@ pub fn next_batch<T: Borrow<Pending>>(
 struct Submission {
     key: CacheKey,
     tokens: Vec<String>,
+    /// Target-language token a multilingual model must start with.
+    prefix: Option<String>,
     options: DecodeOptions,
     waiter: Waiter,
 }
@@ -159,6 +161,7 @@ struct Queued {
     pending: Pending,
     key: CacheKey,
     tokens: Vec<String>,
+    prefix: Option<String>,
 }
 
 impl Borrow<Pending> for Queued {
@@ -172,6 +175,8 @@ struct Batch {
     options: DecodeOptions,
     /// Sorted by source length (less padding work when CTranslate2 drops finished rows).
     sources: Vec<Vec<String>>,
+    /// `prefixes[i]`: target-language token of `sources[i]`; empty when none has one.
+    prefixes: Vec<Option<String>>,
     /// `waiters[i]` receive the translation of `sources[i]` (several when merged).
     waiters: Vec<Vec<Waiter>>,
 }
@@ -192,11 +197,24 @@ impl BatcherHandle {
         tokens: Vec<String>,
         options: DecodeOptions,
     ) -> Result<String, BatchError> {
+        self.translate_with_prefix(key, tokens, None, options).await
+    }
+
+    /// Like [`BatcherHandle::translate`], for a multilingual model whose output must
+    /// start with the target-language token `prefix` (it is not in the result).
+    pub async fn translate_with_prefix(
+        &self,
+        key: CacheKey,
+        tokens: Vec<String>,
+        prefix: Option<String>,
+        options: DecodeOptions,
+    ) -> Result<String, BatchError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Submission {
                 key,
                 tokens,
+                prefix,
                 options,
                 waiter: Waiter {
                     reply,
@@ -209,6 +227,82 @@ impl BatcherHandle {
     }
 }
 
+/// Fair sharing of the CPUs between the engines of several models in one worker.
+///
+/// Every batch takes `weight` slots (its replica's threads) before it runs and gives
+/// them back when done; slots are granted strictly in the order batches asked (a
+/// ticket queue), so a model with a deep backlog cannot overtake a quiet model: each
+/// model's batcher holds at most one batch per replica, so a batch waits at most for
+/// the batches the other models' replicas asked for before it. With one model the
+/// gate has as many slots as its threads and never blocks.
+pub struct CpuGate {
+    state: std::sync::Mutex<GateState>,
+    turn: std::sync::Condvar,
+    slots: usize,
+}
+
+struct GateState {
+    free: usize,
+    /// Next ticket to hand out.
+    next: u64,
+    /// Ticket whose turn it is.
+    serving: u64,
+}
+
+impl CpuGate {
+    /// A gate with `slots` CPU slots (at least 1).
+    pub fn new(slots: usize) -> Arc<Self> {
+        let slots = slots.max(1);
+        Arc::new(Self {
+            state: std::sync::Mutex::new(GateState {
+                free: slots,
+                next: 0,
+                serving: 0,
+            }),
+            turn: std::sync::Condvar::new(),
+            slots,
+        })
+    }
+
+    /// Blocks until it is this caller's turn and `weight` slots are free (a weight
+    /// above the gate's size takes the whole gate). Blocking: engine threads only.
+    pub fn acquire(self: &Arc<Self>, weight: usize) -> GatePass {
+        let weight = weight.clamp(1, self.slots);
+        // A poisoned lock only means another engine thread panicked while holding
+        // it; the counters are still consistent (every update is one statement).
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = st.next;
+        st.next += 1;
+        while st.serving != ticket || st.free < weight {
+            st = self.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.free -= weight;
+        st.serving += 1;
+        drop(st);
+        // The next ticket may fit in what is left.
+        self.turn.notify_all();
+        GatePass {
+            gate: self.clone(),
+            weight,
+        }
+    }
+}
+
+/// Slots held on a [`CpuGate`]; given back on drop.
+pub struct GatePass {
+    gate: Arc<CpuGate>,
+    weight: usize,
+}
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        let mut st = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.free += self.weight;
+        drop(st);
+        self.gate.turn.notify_all();
+    }
+}
+
 /// Starts the queue task and one thread per backend replica.
 pub fn spawn(
     backend: Arc<dyn Backend>,
@@ -216,10 +310,23 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> (BatcherHandle, tokio::task::JoinHandle<()>) {
     let replicas = backend.replicas().max(1);
+    spawn_gated(backend, policy, metrics, CpuGate::new(replicas), 1)
+}
+
+/// Like [`spawn`], each batch first taking `weight` slots of `gate`, which the
+/// batchers of a worker's other models share.
+pub fn spawn_gated(
+    backend: Arc<dyn Backend>,
+    policy: Policy,
+    metrics: Arc<Metrics>,
+    gate: Arc<CpuGate>,
+    weight: usize,
+) -> (BatcherHandle, tokio::task::JoinHandle<()>) {
+    let replicas = backend.replicas().max(1);
     // Room for a full batch per replica on top of what the queue holds: submitters
     // wait here (back-pressure to the consumers) rather than growing memory.
     let (tx, rx) = mpsc::channel(policy.max_batch_size * replicas);
-    let task = tokio::spawn(run(rx, backend, policy, metrics, replicas));
+    let task = tokio::spawn(run(rx, backend, policy, metrics, replicas, gate, weight));
     (BatcherHandle { tx }, task)
 }
 
@@ -229,6 +336,8 @@ async fn run(
     policy: Policy,
     metrics: Arc<Metrics>,
     replicas: usize,
+    gate: Arc<CpuGate>,
+    weight: usize,
 ) {
     // Each replica sends at most one "done" per batch it holds, and holds at most one,
     // so `replicas` slots can never fill.
@@ -241,10 +350,12 @@ async fn run(
         let backend = backend.clone();
         let done_tx = done_tx.clone();
         let metrics = metrics.clone();
+        let gate = gate.clone();
         let handle = std::thread::Builder::new()
             .name(format!("engine-{i}"))
             .spawn(move || {
                 while let Ok(batch) = brx.recv() {
+                    let _pass = gate.acquire(weight);
                     run_batch(backend.as_ref(), batch, &metrics);
                     if done_tx.blocking_send(i).is_err() {
                         break;
@@ -344,6 +455,7 @@ fn enqueue(
         },
         key: s.key,
         tokens: s.tokens,
+        prefix: s.prefix,
     });
 }
 
@@ -370,6 +482,7 @@ fn take_batch(
         .map(|q| q.pending.options)
         .expect("the policy never cuts an empty batch");
     let mut sources = Vec::with_capacity(taken.len());
+    let mut prefixes = Vec::with_capacity(taken.len());
     let mut ws = Vec::with_capacity(taken.len());
     for q in taken {
         metrics
@@ -377,10 +490,15 @@ fn take_batch(
             .observe(now.duration_since(q.pending.enqueued).as_secs_f64());
         ws.push(waiters.remove(&q.key).unwrap_or_default());
         sources.push(q.tokens);
+        prefixes.push(q.prefix);
+    }
+    if prefixes.iter().all(Option::is_none) {
+        prefixes.clear();
     }
     Batch {
         options,
         sources,
+        prefixes,
         waiters: ws,
     }
 }
@@ -395,10 +513,13 @@ fn fail_batch(batch: Batch, message: &str) {
 fn call(
     backend: &dyn Backend,
     sources: &[Vec<String>],
+    prefixes: &[Option<String>],
     options: &DecodeOptions,
 ) -> Result<Vec<String>, EngineError> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| backend.translate(sources, options)))
-        .unwrap_or_else(|_| Err(EngineError::Translate("engine panicked".into())))
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        backend.translate(sources, prefixes, options)
+    }))
+    .unwrap_or_else(|_| Err(EngineError::Translate("engine panicked".into())))
 }
 
 /// Runs one batch on the calling (replica) thread and answers every waiter. When the
@@ -410,6 +531,7 @@ fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
     let Batch {
         options,
         sources,
+        prefixes,
         waiters,
     } = batch;
     let batch_id = NEXT_BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -421,7 +543,9 @@ fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
             .in_scope(|| tracing::debug!(batch_id, "text batched"));
     }
     let _entered = span.enter();
-    let results: Vec<Result<String, BatchError>> = match call(backend, &sources, &options) {
+    let results: Vec<Result<String, BatchError>> = match call(
+        backend, &sources, &prefixes, &options,
+    ) {
         Ok(outs) => outs.into_iter().map(Ok).collect(),
         Err(e) => {
             metrics.engine_errors.inc();
@@ -432,8 +556,10 @@ fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
                 tracing::warn!(error = %e, size = sources.len(), "engine failed on a batch; retrying its texts one by one");
                 sources
                     .iter()
-                    .map(|s| {
-                        call(backend, std::slice::from_ref(s), &options)
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let prefix = prefixes.get(i).map(std::slice::from_ref).unwrap_or(&[]);
+                        call(backend, std::slice::from_ref(s), prefix, &options)
                             .and_then(|mut v| {
                                 v.pop()
                                     .ok_or_else(|| EngineError::Translate("no result".into()))
@@ -613,6 +739,7 @@ mod tests {
         fn translate(
             &self,
             sources: &[Vec<String>],
+            _: &[Option<String>],
             _: &DecodeOptions,
         ) -> Result<Vec<String>, EngineError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -630,6 +757,51 @@ mod tests {
         fn replicas(&self) -> usize {
             self.replicas
         }
+    }
+
+    #[test]
+    fn cpu_gate_serves_in_arrival_order() {
+        let gate = CpuGate::new(1);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let first = gate.acquire(1);
+        let mut threads = Vec::new();
+        for i in 0..4 {
+            let (gate, order) = (gate.clone(), order.clone());
+            threads.push(std::thread::spawn(move || {
+                let _p = gate.acquire(1);
+                order.lock().unwrap().push(i);
+            }));
+            // Each thread takes its ticket before the next one starts.
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        assert!(order.lock().unwrap().is_empty(), "the slot is held");
+        drop(first);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn cpu_gate_counts_weights() {
+        let gate = CpuGate::new(2);
+        let a = gate.acquire(1);
+        let b = gate.acquire(1);
+        let taken = Arc::new(AtomicUsize::new(0));
+        let t = {
+            let (gate, taken) = (gate.clone(), taken.clone());
+            std::thread::spawn(move || {
+                let _p = gate.acquire(5); // clamped to the whole gate
+                taken.store(1, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(a);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(taken.load(Ordering::SeqCst), 0, "needs both slots");
+        drop(b);
+        t.join().unwrap();
+        assert_eq!(taken.load(Ordering::SeqCst), 1);
     }
 
     fn key(i: u8) -> CacheKey {

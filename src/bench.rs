@@ -100,7 +100,7 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
     let engine = Engine::load(&cfg)?;
     let sources = sentences
         .iter()
-        .map(|s| engine.tokenize(s))
+        .map(|s| engine.tokenize(s, None))
         .collect::<Result<Vec<_>, _>>()?;
     let options = DecodeOptions {
         beam_size: b.beam_size as u32,

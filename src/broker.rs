@@ -98,6 +98,16 @@ pub struct Session {
     pub publish: Channel,
 }
 
+/// A delay in `[d/2, d]`, so clients that lost the broker together (workers,
+/// gateways) do not reconnect in lockstep.
+pub fn jittered(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::Instant::now().elapsed().as_nanos());
+    let frac = (h.finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + 0.5 * frac)
+}
+
 /// Routing key of a language pair on the jobs exchange.
 pub fn routing_key(source: &str, target: &str) -> String {
     format!("{source}-{target}")
@@ -171,6 +181,23 @@ impl Session {
     /// Connects (see [`connect`]), declares the topology (idempotently) and sets the
     /// prefetch.
     pub async fn open(cfg: &AmqpConfig, routing_keys: &[String]) -> Result<Self, BrokerError> {
+        Self::open_queues(
+            cfg,
+            &[QueueBinding {
+                queue: cfg.queue.clone(),
+                routing_keys: routing_keys.to_vec(),
+            }],
+        )
+        .await
+    }
+
+    /// Like [`Session::open`], declaring every queue of `bindings` (a worker with
+    /// several models consumes one queue per model). The prefetch applies to each
+    /// consumer on the channel separately.
+    pub async fn open_queues(
+        cfg: &AmqpConfig,
+        bindings: &[QueueBinding],
+    ) -> Result<Self, BrokerError> {
         let props =
             ConnectionProperties::default().with_connection_name("translation-worker".into());
         let connection = connect(cfg, props).await?;
@@ -182,7 +209,7 @@ impl Session {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(amqp("confirm.select"))?;
-        declare_topology(&publish, cfg, routing_keys).await?;
+        declare_queues(&publish, cfg, bindings).await?;
         let consume = connection
             .create_channel()
             .await
@@ -262,6 +289,7 @@ impl Session {
     pub async fn dead_letter(
         &self,
         cfg: &AmqpConfig,
+        queue: &str,
         body: &[u8],
         original: &BasicProperties,
         code: &str,
@@ -275,7 +303,7 @@ impl Session {
         );
         headers.insert(
             "x-original-queue".into(),
-            AMQPValue::LongString(cfg.queue.as_str().into()),
+            AMQPValue::LongString(queue.into()),
         );
         let props = original.clone().with_headers(headers).with_delivery_mode(2);
         self.publish_confirmed(&cfg.dead_letter, "", body, props)
@@ -298,6 +326,32 @@ pub async fn declare_topology(
     ch: &Channel,
     cfg: &AmqpConfig,
     routing_keys: &[String],
+) -> Result<(), BrokerError> {
+    declare_queues(
+        ch,
+        cfg,
+        &[QueueBinding {
+            queue: cfg.queue.clone(),
+            routing_keys: routing_keys.to_vec(),
+        }],
+    )
+    .await
+}
+
+/// A job queue and the routing keys (language pairs) bound to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueBinding {
+    /// Queue name.
+    pub queue: String,
+    /// Routing keys on the jobs exchange, `source-target`.
+    pub routing_keys: Vec<String>,
+}
+
+/// Like [`declare_topology`] for several job queues, each with its own keys.
+pub async fn declare_queues(
+    ch: &Channel,
+    cfg: &AmqpConfig,
+    bindings: &[QueueBinding],
 ) -> Result<(), BrokerError> {
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -336,37 +390,39 @@ pub async fn declare_topology(
     .await
     .map_err(amqp("queue.bind (dead letters)"))?;
     let arguments = job_queue_arguments(cfg);
-    ch.queue_declare(
-        cfg.queue.as_str().into(),
-        QueueDeclareOptions::durable(),
-        arguments.clone(),
-    )
-    .await
-    .map_err(|source| {
-        if is_precondition_failed(&source) {
-            BrokerError::QueueMismatch {
-                queue: cfg.queue.clone(),
-                queue_type: cfg.queue_type,
-                arguments: describe_arguments(&arguments),
-                source,
-            }
-        } else {
-            BrokerError::Amqp {
-                op: "queue.declare (jobs)",
-                source,
-            }
-        }
-    })?;
-    for key in routing_keys {
-        ch.queue_bind(
-            cfg.queue.as_str().into(),
-            cfg.exchange.as_str().into(),
-            key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
+    for b in bindings {
+        ch.queue_declare(
+            b.queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            arguments.clone(),
         )
         .await
-        .map_err(amqp("queue.bind (jobs)"))?;
+        .map_err(|source| {
+            if is_precondition_failed(&source) {
+                BrokerError::QueueMismatch {
+                    queue: b.queue.clone(),
+                    queue_type: cfg.queue_type,
+                    arguments: describe_arguments(&arguments),
+                    source,
+                }
+            } else {
+                BrokerError::Amqp {
+                    op: "queue.declare (jobs)",
+                    source,
+                }
+            }
+        })?;
+        for key in &b.routing_keys {
+            ch.queue_bind(
+                b.queue.as_str().into(),
+                cfg.exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("queue.bind (jobs)"))?;
+        }
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::redact_url;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, SegmentStats, Split};
 
 /// Broker URI used when none is given (the same as `amqp.url` in `config/default.toml`).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -72,6 +72,10 @@ pub enum ClientError {
         /// lapin's error.
         source: lapin::Error,
     },
+    /// Connecting with the worker's `amqp` settings failed (TLS files, handshake,
+    /// login; URL redacted).
+    #[error(transparent)]
+    Setup(Box<crate::broker::BrokerError>),
     /// A broker operation failed (channel closed, publish refused, ...).
     #[error("{op} failed: {source}")]
     Broker {
@@ -129,7 +133,7 @@ impl ClientError {
     /// [`ClientError::Rejected`], else the kind of failure.
     pub fn label(&self) -> &'static str {
         match self {
-            ClientError::Connect { .. } => "connect",
+            ClientError::Connect { .. } | ClientError::Setup(_) => "connect",
             ClientError::Broker { .. } => "broker",
             ClientError::ConnectionLost => "connection_lost",
             ClientError::Closed => "closed",
@@ -219,6 +223,9 @@ pub struct TranslateRequest {
     pub options: Option<TranslateOptions>,
     /// Overrides [`ClientOptions::timeout`] for this call.
     pub timeout: Option<Duration>,
+    /// `Sentences` for documents: each text is cut into sentences, cached and
+    /// translated one by one, and rebuilt with its original whitespace.
+    pub split: Split,
 }
 
 impl TranslateRequest {
@@ -248,6 +255,12 @@ impl TranslateRequest {
         self
     }
 
+    /// Sets how texts are cut (e.g. [`Split::Sentences`] for documents).
+    pub fn with_split(mut self, split: Split) -> Self {
+        self.split = split;
+        self
+    }
+
     /// Sets decoding options.
     pub fn with_options(mut self, options: TranslateOptions) -> Self {
         self.options = Some(options);
@@ -271,6 +284,8 @@ pub struct TranslateReply {
     pub cached: Vec<bool>,
     /// Model id.
     pub model: String,
+    /// Per text, its segments and cache hits (`split: sentences` jobs only).
+    pub segments: Option<Vec<SegmentStats>>,
     /// The call's correlation id.
     pub correlation_id: String,
 }
@@ -330,6 +345,12 @@ struct WireJob<'a> {
     options: Option<&'a TranslateOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deadline_ms: Option<u64>,
+    #[serde(skip_serializing_if = "is_no_split")]
+    split: Split,
+}
+
+fn is_no_split(s: &Split) -> bool {
+    *s == Split::None
 }
 
 /// The JSON body of `request`.
@@ -341,6 +362,7 @@ pub fn encode_job(request: &TranslateRequest, deadline_ms: Option<u64>) -> Vec<u
         id: request.id.as_deref(),
         options: request.options.as_ref(),
         deadline_ms,
+        split: request.split,
     };
     // Strings, integers and finite-or-not floats (serde_json writes non-finite floats
     // as null): serialising cannot fail.
@@ -355,6 +377,8 @@ enum WireReply {
         translations: Vec<String>,
         cached: Vec<bool>,
         model: String,
+        #[serde(default)]
+        segments: Option<Vec<SegmentStats>>,
     },
     Error {
         id: Option<String>,
@@ -388,7 +412,14 @@ pub fn parse_reply(
             translations,
             cached,
             model,
+            segments,
         } => {
+            if segments.as_ref().is_some_and(|s| s.len() != expected) {
+                return Err(ClientError::InvalidReply(format!(
+                    "segment counts for {} texts, expected {expected}",
+                    segments.as_ref().map_or(0, Vec::len)
+                )));
+            }
             if translations.len() != expected || cached.len() != expected {
                 return Err(ClientError::InvalidReply(format!(
                     "{} translations and {} cache flags for {expected} texts",
@@ -401,6 +432,7 @@ pub fn parse_reply(
                 translations,
                 cached,
                 model,
+                segments,
                 correlation_id: correlation_id.to_owned(),
             }))
         }
@@ -615,6 +647,28 @@ impl Client {
                     url: redact_url(url),
                     source,
                 })?;
+        Self::on_connection(connection, options).await
+    }
+
+    /// Like [`Client::connect`], with a worker's `amqp` settings: `url`, and for
+    /// `amqps://` the CA bundle and client certificate of `tls_*_file`.
+    pub async fn connect_amqp(
+        cfg: &crate::config::AmqpConfig,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(options.connection_name.as_str().into());
+        let connection = crate::broker::connect(cfg, props)
+            .await
+            .map_err(|e| ClientError::Setup(Box::new(e)))?;
+        Self::on_connection(connection, options).await
+    }
+
+    /// Sets up the client's channels and reply queue on an open connection.
+    async fn on_connection(
+        connection: Connection,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let publish = connection
             .create_channel()
             .await
@@ -799,6 +853,12 @@ impl Client {
         }
     }
 
+    /// Whether calls can still succeed: the connection is open and the reply consumer
+    /// runs. Once false it stays false (the client does not reconnect).
+    pub fn is_connected(&self) -> bool {
+        self.inner.shared.lock().closed.is_none() && self.inner.connection.status().connected()
+    }
+
     /// Fails the calls in flight with [`ClientError::Closed`] and closes the connection.
     pub async fn close(&self) {
         self.inner.shared.close(Closed::ByUser);
@@ -911,6 +971,10 @@ pub struct TranslateArgs {
     /// Job id, echoed in the replies.
     #[arg(long)]
     pub id: Option<String>,
+    /// Documents: the whole --file or stdin (or each argument) is one text, split into
+    /// sentences by the worker and printed back with its own line breaks.
+    #[arg(long)]
+    pub document: bool,
     /// Texts to translate.
     pub texts: Vec<String>,
 }
@@ -936,6 +1000,9 @@ pub async fn translate_texts(
             let mut request =
                 TranslateRequest::new(args.source.as_str(), args.target.as_str(), chunk.to_vec());
             request.id = args.id.clone();
+            if args.document {
+                request.split = Split::Sentences;
+            }
             client.call(request)
         })
         .collect::<Vec<_>>();

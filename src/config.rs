@@ -4,6 +4,7 @@
 //! this machine: local RabbitMQ and Redis and the bundled copy test model. Start-up
 //! fails with a message naming the offending key when a value is missing its mark.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,8 +73,11 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// Redis translation cache.
     pub redis: RedisConfig,
-    /// The CTranslate2 model and how it runs.
+    /// The CTranslate2 model and how it runs (when `models` is empty).
     pub model: ModelConfig,
+    /// Several models in one worker, each serving its own language pairs from its own
+    /// queue; when non-empty, `model` is ignored. Set in the TOML file (`[[models]]`).
+    pub models: Vec<ModelConfig>,
     /// Dynamic batching policy.
     pub batch: BatchConfig,
     /// Limits on what a job may carry.
@@ -84,6 +88,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Health and metrics HTTP listener.
     pub http: HttpConfig,
+    /// The HTTP gateway (`translation-worker gateway`).
+    pub gateway: GatewayConfig,
 }
 
 /// The HTTP listener for probes and metrics.
@@ -98,6 +104,40 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:9090".into(),
+        }
+    }
+}
+
+/// The HTTP gateway: HTTP requests in, jobs on the broker through the client library.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address of the gateway's HTTP listener (`host:port`).
+    pub listen: String,
+    /// How long (ms) a request waits for its reply before answering 504. Also sent as
+    /// the job's deadline, so a worker skips a job whose caller has given up.
+    pub request_timeout_ms: u64,
+    /// Translation requests waiting for their reply at once; more are answered 503 at
+    /// once with `Retry-After` (bounds the gateway's memory and the broker backlog it
+    /// can create).
+    pub max_pending: usize,
+    /// Largest request body (POST) and query string (GET), in bytes; larger is 413/414.
+    pub max_body_bytes: usize,
+    /// Most texts (`q` values) in one request; more is 413.
+    pub max_texts: usize,
+    /// Seconds put in `Retry-After` of a 503 (overload or broker down).
+    pub retry_after_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            request_timeout_ms: 30_000,
+            max_pending: 1024,
+            max_body_bytes: 1024 * 1024,
+            max_texts: 128,
+            retry_after_secs: 1,
         }
     }
 }
@@ -561,8 +601,36 @@ pub struct ModelConfig {
     pub beam_size: usize,
     /// Default maximum output length in tokens (jobs may override it).
     pub max_decoding_length: usize,
-    /// Source tokens beyond this are truncated by CTranslate2.
+    /// Source tokens a text may have: with `split = "sentences"` a longer sentence is
+    /// split further; otherwise CTranslate2 truncates it.
     pub max_input_length: usize,
+    /// Language pairs served, as `"source-target"` (e.g. `["ko-en", "en-ko"]`) for a
+    /// multilingual model; empty means the one pair `source-target`.
+    pub pairs: Vec<String>,
+    /// How the model marks languages: `none` (a bilingual model such as OPUS-MT),
+    /// `nllb` (`kor_Hang` source token, `eng_Latn` target prefix) or `m2m100`
+    /// (`__ko__`, `__en__`). See [`crate::languages`].
+    pub language_tokens: LanguageTokens,
+    /// Language code → model token, overriding or extending the built-in mapping
+    /// (e.g. `{ zh = "zho_Hant" }`).
+    pub language_codes: BTreeMap<String, String>,
+    /// Queue this model consumes; empty means `amqp.queue` when the worker serves one
+    /// model, else `<amqp.queue>.<model id>` (one queue per model, so one model's
+    /// backlog never queues another's jobs behind it).
+    pub queue: String,
+}
+
+/// How a model marks source and target languages.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LanguageTokens {
+    /// No language tokens: a bilingual model (OPUS-MT).
+    #[default]
+    None,
+    /// NLLB-200: source token before the text, target token as the decoding prefix.
+    Nllb,
+    /// M2M-100: like NLLB, with `__xx__` tokens.
+    M2m100,
 }
 
 impl Default for ModelConfig {
@@ -579,6 +647,10 @@ impl Default for ModelConfig {
             beam_size: 1,
             max_decoding_length: 256,
             max_input_length: 1024,
+            pairs: Vec::new(),
+            language_tokens: LanguageTokens::None,
+            language_codes: BTreeMap::new(),
+            queue: String::new(),
         }
     }
 }
@@ -593,6 +665,19 @@ impl ModelConfig {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into())
+    }
+
+    /// The `(source, target)` pairs this model serves: `pairs`, or `source-target`.
+    /// Entries that are not `a-b` are skipped here and refused by validation.
+    pub fn served_pairs(&self) -> Vec<(String, String)> {
+        if self.pairs.is_empty() {
+            return vec![(self.source.clone(), self.target.clone())];
+        }
+        self.pairs
+            .iter()
+            .filter_map(|p| parse_pair(p))
+            .map(|(s, t)| (s.to_owned(), t.to_owned()))
+            .collect()
     }
 
     /// Total inference threads after resolving `0 = the CPUs we may use`.
@@ -614,6 +699,17 @@ impl ModelConfig {
         };
         (replicas, (threads / replicas).max(1))
     }
+}
+
+/// `"ko-en"` → `("ko", "en")`: two non-empty codes of letters, digits and `_`.
+pub fn parse_pair(pair: &str) -> Option<(&str, &str)> {
+    let (s, t) = pair.split_once('-')?;
+    let code = |c: &str| {
+        !c.is_empty()
+            && c.len() <= 16
+            && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    };
+    (code(s) && code(t)).then_some((s, t))
 }
 
 /// Dynamic batching policy.
@@ -912,45 +1008,65 @@ impl Config {
             "redis.timeout_ms",
             "must be at least 1",
         )?;
-        check(
-            !self.model.source.is_empty(),
-            "model.source",
-            "must not be empty",
-        )?;
-        check(
-            !self.model.target.is_empty(),
-            "model.target",
-            "must not be empty",
-        )?;
-        check(
-            crate::engine::parse_compute_type(&self.model.compute_type).is_some(),
-            "model.compute_type",
-            "must be one of default, auto, int8, int8_float32, int8_float16, int8_bfloat16, int16, float16, bfloat16, float32",
-        )?;
-        check(
-            (1..=16).contains(&self.model.beam_size),
-            "model.beam_size",
-            "must be in 1..=16",
-        )?;
-        check(
-            (1..=1024).contains(&self.model.max_decoding_length),
-            "model.max_decoding_length",
-            "must be in 1..=1024",
-        )?;
-        check(
-            self.model.max_input_length >= 1,
-            "model.max_input_length",
-            "must be at least 1",
-        )?;
-        check(
-            self.model.replicas <= self.model.total_threads(),
-            "model.replicas",
-            "must not exceed model.threads (or the core count when threads = 0)",
-        )?;
+        if self.models.is_empty() {
+            validate_model(&self.model)?;
+        }
+        let mut pairs_seen = std::collections::HashSet::new();
+        let mut queues_seen = std::collections::HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let entry = |e: ConfigError| ConfigError::Invalid {
+                key: "models",
+                message: format!("entry {i} ({}): {e}", m.model_id()),
+            };
+            validate_model(m).map_err(entry)?;
+            for (s, t) in m.served_pairs() {
+                check(
+                    pairs_seen.insert((s.clone(), t.clone())),
+                    "models",
+                    &format!("pair {s}-{t} is served by two models; each pair needs one"),
+                )?;
+            }
+            let queue = self.queue_for(m);
+            check(
+                queues_seen.insert(queue.clone()),
+                "models",
+                &format!("two models consume queue {queue:?}; give each its own `queue`"),
+            )?;
+        }
         check(
             self.http.listen.is_empty() || self.http.listen.parse::<std::net::SocketAddr>().is_ok(),
             "http.listen",
             "must be host:port with an IP address (e.g. 0.0.0.0:9090), or empty to disable",
+        )?;
+        check(
+            self.gateway.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "gateway.listen",
+            "must be host:port with an IP address (e.g. 0.0.0.0:8080)",
+        )?;
+        check(
+            self.gateway.request_timeout_ms >= 1,
+            "gateway.request_timeout_ms",
+            "must be at least 1",
+        )?;
+        check(
+            self.gateway.max_pending >= 1,
+            "gateway.max_pending",
+            "must be at least 1",
+        )?;
+        check(
+            self.gateway.max_body_bytes >= 64,
+            "gateway.max_body_bytes",
+            "must be at least 64",
+        )?;
+        check(
+            self.gateway.max_texts >= 1,
+            "gateway.max_texts",
+            "must be at least 1",
+        )?;
+        check(
+            self.gateway.retry_after_secs >= 1,
+            "gateway.retry_after_secs",
+            "must be at least 1",
         )?;
         check(
             self.model.device == Device::Cpu || cfg!(feature = "cuda"),
@@ -985,10 +1101,101 @@ impl Config {
         Ok(())
     }
 
+    /// Every `(source, target)` language pair this configuration serves, in order.
+    pub fn served_pairs(&self) -> Vec<(String, String)> {
+        self.model_list()
+            .into_iter()
+            .flat_map(ModelConfig::served_pairs)
+            .collect()
+    }
+
+    /// The models this worker serves: `models`, or the single `model`.
+    pub fn model_list(&self) -> Vec<&ModelConfig> {
+        if self.models.is_empty() {
+            vec![&self.model]
+        } else {
+            self.models.iter().collect()
+        }
+    }
+
+    /// The queue `m` consumes (see [`ModelConfig::queue`]).
+    pub fn queue_for(&self, m: &ModelConfig) -> String {
+        if !m.queue.is_empty() {
+            m.queue.clone()
+        } else if self.models.len() <= 1 {
+            self.amqp.queue.clone()
+        } else {
+            format!("{}.{}", self.amqp.queue, m.model_id())
+        }
+    }
+
     /// Longest wait of a text in the batcher.
     pub fn max_wait(&self) -> Duration {
         Duration::from_millis(self.batch.max_wait_ms)
     }
+}
+
+/// Checks one model's settings; errors name the key as `model.<key>`.
+fn validate_model(m: &ModelConfig) -> Result<(), ConfigError> {
+    fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        }
+    }
+    check(!m.source.is_empty(), "model.source", "must not be empty")?;
+    check(!m.target.is_empty(), "model.target", "must not be empty")?;
+    check(
+        crate::engine::parse_compute_type(&m.compute_type).is_some(),
+        "model.compute_type",
+        "must be one of default, auto, int8, int8_float32, int8_float16, int8_bfloat16, int16, float16, bfloat16, float32",
+    )?;
+    check(
+        (1..=16).contains(&m.beam_size),
+        "model.beam_size",
+        "must be in 1..=16",
+    )?;
+    check(
+        (1..=1024).contains(&m.max_decoding_length),
+        "model.max_decoding_length",
+        "must be in 1..=1024",
+    )?;
+    check(
+        m.max_input_length >= 1,
+        "model.max_input_length",
+        "must be at least 1",
+    )?;
+    check(
+        m.replicas <= m.total_threads(),
+        "model.replicas",
+        "must not exceed model.threads (or the core count when threads = 0)",
+    )?;
+    if let Some(bad) = m.pairs.iter().find(|p| parse_pair(p).is_none()) {
+        return Err(ConfigError::Invalid {
+            key: "model.pairs",
+            message: format!("{bad:?} is not a pair like \"ko-en\""),
+        });
+    }
+    if m.language_tokens != LanguageTokens::None {
+        for (s, t) in m.served_pairs() {
+            for lang in [s, t] {
+                check(
+                    crate::languages::model_token(m.language_tokens, &lang, &m.language_codes)
+                        .is_some(),
+                    "model.language_codes",
+                    &format!(
+                        "no {:?} token is known for language {lang:?}; add it to model.language_codes",
+                        m.language_tokens
+                    ),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The parser's message with the line and column of the error. toml's own `Display`
@@ -1060,6 +1267,15 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
                 .trim()
                 .parse()
                 .map_err(|_| err(format!("expected true or false, got {value:?}")))?,
+        ),
+        // Lists of strings (e.g. `model.pairs`) as comma-separated values.
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_owned()))
+                .collect(),
         ),
         other => {
             return Err(err(format!(

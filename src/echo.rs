@@ -107,6 +107,7 @@ pub fn echo_reply(
         translations: job.texts,
         cached,
         model: model.to_owned(),
+        segments: None,
     }
 }
 

@@ -69,10 +69,13 @@ pub fn parse_compute_type(s: &str) -> Option<ComputeType> {
 /// tests substitute fakes.
 pub trait Backend: Send + Sync + 'static {
     /// Translates tokenized `sources` (one engine call, one options set) and returns one
-    /// detokenized translation per source, in order. Blocks.
+    /// detokenized translation per source, in order. `target_prefixes` is empty, or
+    /// holds one entry per source: the target-language token a multilingual model
+    /// must start its output with (dropped from the translation). Blocks.
     fn translate(
         &self,
         sources: &[Vec<String>],
+        target_prefixes: &[Option<String>],
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError>;
 
@@ -100,6 +103,31 @@ impl Engine {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        // Before the (slow) model load: a wrong language token fails fast.
+        if cfg.language_tokens != crate::config::LanguageTokens::None {
+            let wanted: Vec<String> = cfg
+                .served_pairs()
+                .into_iter()
+                .flat_map(|(s, t)| [s, t])
+                .filter_map(|code| {
+                    crate::languages::model_token(cfg.language_tokens, &code, &cfg.language_codes)
+                })
+                .collect();
+            let missing =
+                missing_tokens(&cfg.path, &wanted).map_err(|message| EngineError::ModelFiles {
+                    path: path.clone(),
+                    message,
+                })?;
+            if !missing.is_empty() {
+                return Err(EngineError::Load {
+                    path: path.clone(),
+                    message: format!(
+                        "language tokens {missing:?} are not in the model's vocabulary \
+                         (check model.language_tokens and model.language_codes)"
+                    ),
+                });
+            }
+        }
         let (replicas, threads_per_replica) = cfg.threading();
         let ct2_config = Ct2Config {
             device: match cfg.device {
@@ -144,8 +172,32 @@ impl Engine {
     }
 
     /// Source tokens of `text`, with exactly one end-of-sentence token in the end (added
-    /// here, or by CTranslate2 when the model says `add_source_eos`).
-    pub fn tokenize(&self, text: &str) -> Result<Vec<String>, EngineError> {
+    /// here, or by CTranslate2 when the model says `add_source_eos`), after
+    /// `language_token` when the model needs one (NLLB, M2M-100), cut to what
+    /// CTranslate2 reads (see [`Engine::count_tokens`] to split instead).
+    pub fn tokenize(
+        &self,
+        text: &str,
+        language_token: Option<&str>,
+    ) -> Result<Vec<String>, EngineError> {
+        let mut tokens = self.encode(text)?;
+        if let Some(lang) = language_token {
+            tokens.insert(0, lang.to_owned());
+        }
+        Ok(cut_source(tokens, self.max_input_length))
+    }
+
+    /// Whether `text` (with a language token if `with_language_token`) fits the
+    /// model's input limit uncut.
+    pub fn fits(&self, text: &str, with_language_token: bool) -> Result<bool, EngineError> {
+        let n = self.encode(text)?.len() + usize::from(with_language_token);
+        // The end-of-sentence token counts; CTranslate2 adds it itself when the model
+        // says `add_source_eos`.
+        Ok(n + usize::from(self.strip_eos) <= self.max_input_length)
+    }
+
+    /// The tokenizer's pieces of `text`, ending in `</s>` unless the model adds it.
+    fn encode(&self, text: &str) -> Result<Vec<String>, EngineError> {
         let mut tokens = self
             .tokenizer
             .encode(text)
@@ -155,6 +207,61 @@ impl Engine {
         }
         Ok(tokens)
     }
+
+    /// Output tokens (best hypothesis) of each source, target prefix included as
+    /// CTranslate2 returns it. Blocks.
+    pub fn hypotheses(
+        &self,
+        sources: &[Vec<String>],
+        target_prefixes: &[Option<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<Vec<String>>, EngineError> {
+        let opts = self.ct2_options(options);
+        let results = if target_prefixes.iter().any(Option::is_some) {
+            if target_prefixes.len() != sources.len() {
+                return Err(EngineError::Translate(format!(
+                    "{} target prefixes for {} inputs",
+                    target_prefixes.len(),
+                    sources.len()
+                )));
+            }
+            let prefixes: Vec<Vec<String>> = target_prefixes
+                .iter()
+                .map(|p| p.iter().cloned().collect())
+                .collect();
+            self.translator
+                .translate_batch_with_target_prefix(sources, &prefixes, &opts, None)
+        } else {
+            self.translator.translate_batch(sources, &opts, None)
+        }
+        .map_err(|e| EngineError::Translate(format!("{e:#}")))?;
+        if results.len() != sources.len() {
+            return Err(EngineError::Translate(format!(
+                "{} results for {} inputs",
+                results.len(),
+                sources.len()
+            )));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.hypotheses.into_iter().next().unwrap_or_default())
+            .collect())
+    }
+}
+
+/// What CTranslate2 reads of a source longer than `max_len` tokens: it keeps the first
+/// `max_len` positions and writes the end-of-sentence (and a language code after it)
+/// into the last ones, so the first `max_len` and the last two tokens give it the same
+/// input. The rest would only wait in memory for a batch (≈ 80 bytes a token, tens of
+/// times the text) and inflate the batcher's token counts.
+fn cut_source(mut tokens: Vec<String>, max_len: usize) -> Vec<String> {
+    let n = tokens.len();
+    if max_len == 0 || n <= max_len + 2 {
+        return tokens;
+    }
+    tokens.drain(max_len..n - 2);
+    tokens.shrink_to_fit();
+    tokens
 }
 
 impl Engine {
@@ -200,24 +307,20 @@ impl Backend for Engine {
     fn translate(
         &self,
         sources: &[Vec<String>],
+        target_prefixes: &[Option<String>],
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError> {
-        let opts = self.ct2_options(options);
-        let results = self
-            .translator
-            .translate_batch(sources, &opts, None)
-            .map_err(|e| EngineError::Translate(format!("{e:#}")))?;
-        if results.len() != sources.len() {
-            return Err(EngineError::Translate(format!(
-                "{} results for {} inputs",
-                results.len(),
-                sources.len()
-            )));
-        }
-        results
+        let hypotheses = self.hypotheses(sources, target_prefixes, options)?;
+        hypotheses
             .into_iter()
-            .map(|r| {
-                let tokens = r.hypotheses.into_iter().next().unwrap_or_default();
+            .enumerate()
+            .map(|(i, mut tokens)| {
+                // CTranslate2 returns the forced target-language token: not text.
+                if let Some(Some(prefix)) = target_prefixes.get(i) {
+                    if tokens.first() == Some(prefix) {
+                        tokens.remove(0);
+                    }
+                }
                 self.tokenizer
                     .decode(tokens)
                     .map_err(|e| EngineError::Tokenize(format!("{e:#}")))
@@ -228,6 +331,37 @@ impl Backend for Engine {
     fn replicas(&self) -> usize {
         self.replicas
     }
+}
+
+/// Which of `tokens` none of the model's vocabulary files (`shared_vocabulary`,
+/// `source_vocabulary`, `target_vocabulary`; `.json` or `.txt`) lists.
+fn missing_tokens(dir: &Path, tokens: &[String]) -> Result<Vec<String>, String> {
+    let mut known = std::collections::HashSet::new();
+    let mut found = false;
+    for name in ["shared", "source", "target"] {
+        let json = dir.join(format!("{name}_vocabulary.json"));
+        let txt = dir.join(format!("{name}_vocabulary.txt"));
+        if let Ok(bytes) = std::fs::read(&json) {
+            let list: Vec<String> =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", json.display()))?;
+            known.extend(list);
+            found = true;
+        } else if let Ok(text) = std::fs::read_to_string(&txt) {
+            known.extend(text.lines().map(str::to_owned));
+            found = true;
+        }
+    }
+    if !found {
+        return Err(
+            "no vocabulary file (shared_vocabulary.json, ...) to check language tokens against"
+                .into(),
+        );
+    }
+    Ok(tokens
+        .iter()
+        .filter(|t| !known.contains(*t))
+        .cloned()
+        .collect())
 }
 
 /// blake3 over every regular file in `dir` (sorted by name; name and length prefixed).
@@ -268,6 +402,16 @@ pub fn fingerprint_dir(dir: &Path) -> std::io::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_sources_keep_what_ctranslate2_reads() {
+        let toks = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(cut_source(toks(6), 4), toks(6));
+        let cut = cut_source(toks(100), 4);
+        assert_eq!(cut, ["0", "1", "2", "3", "98", "99"]);
+        assert_eq!(cut.capacity(), cut.len());
+        assert_eq!(cut_source(toks(100), 0).len(), 100);
+    }
 
     #[test]
     fn compute_types_parse() {

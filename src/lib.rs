@@ -4,11 +4,14 @@
 //! # Layout
 //! - [`config`]: TOML file + `TW_<SECTION>__<KEY>` environment overlay, validation.
 //! - [`protocol`]: wire contract v1: job parsing and limits, replies, error codes.
+//! - [`segment`]: sentence splitting of documents (`"split": "sentences"`), halving of
+//!   too-long sentences, byte-exact reassembly (pure).
 //! - [`broker`]: RabbitMQ connection, topology, confirmed publishing (lapin).
 //! - [`cache`]: content-addressed Redis cache with a circuit breaker.
 //! - [`batcher`]: the batching policy (a pure function), the queue task, and one
 //!   engine thread per replica.
 //! - [`engine`]: CTranslate2 model and tokenizer (blocking; used from engine threads).
+//! - [`languages`]: client language codes → NLLB / M2M-100 language tokens.
 //! - [`worker`]: ties them together per delivery; reconnects; graceful drain.
 //! - [`telemetry`]: logging set-up, Prometheus metrics and readiness state.
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics` for probes and scrapers.
@@ -17,6 +20,8 @@
 //!   connection) and the `translate` subcommand.
 //! - [`loadgen`]: `loadgen`, load through the broker with a latency/throughput report.
 //! - [`echo`]: `echo`, a model-free consumer answering in the reply shape (broker ceiling).
+//! - [`gateway`]: `gateway`, HTTP (`/translate`, LibreTranslate-compatible) in front of
+//!   the queue through the [`client`].
 //!
 //! Data flow: delivery → [`protocol::parse_job`] → [`cache::Cache::get_many`] → misses
 //! tokenized → [`batcher::BatcherHandle::translate`] → engine thread → reply published
@@ -30,8 +35,11 @@ pub mod client;
 pub mod config;
 pub mod echo;
 pub mod engine;
+pub mod gateway;
 pub mod http;
+pub mod languages;
 pub mod loadgen;
 pub mod protocol;
+pub mod segment;
 pub mod telemetry;
 pub mod worker;

@@ -10,6 +10,7 @@ use translation_worker::bench::EngineBench;
 use translation_worker::client::{Answer, TranslateArgs};
 use translation_worker::config::{Config, LogFormat};
 use translation_worker::echo::EchoArgs;
+use translation_worker::gateway::Gateway;
 use translation_worker::http::HttpServer;
 use translation_worker::loadgen::LoadgenArgs;
 use translation_worker::telemetry::{self, Metrics};
@@ -29,6 +30,14 @@ struct Cli {
 enum Command {
     /// Consume translation jobs until SIGTERM/SIGINT.
     Serve {
+        /// TOML configuration file (environment variables TW_<SECTION>__<KEY> override it).
+        #[arg(long, short, env = "TW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// HTTP gateway: GET/POST /translate (LibreTranslate-compatible), /languages,
+    /// /healthz and /metrics on `gateway.listen`; requests go through the broker as
+    /// jobs. Drains on SIGTERM/SIGINT.
+    Gateway {
         /// TOML configuration file (environment variables TW_<SECTION>__<KEY> override it).
         #[arg(long, short, env = "TW_CONFIG")]
         config: Option<PathBuf>,
@@ -64,6 +73,11 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(serve(config))
+        }
+        Command::Gateway { config } => {
+            let config = Config::load(config.as_deref())?;
+            telemetry::init_logging(config.log.format)?;
+            runtime()?.block_on(gateway(config))
         }
         Command::BenchEngine(bench) => {
             let report = translation_worker::bench::run(&bench)?;
@@ -141,7 +155,8 @@ fn init_cli_logging() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-/// The texts of `translate`: its arguments, else the lines of --file, else of stdin.
+/// The texts of `translate`: its arguments, else the lines of --file, else of stdin
+/// (with --document: the whole file or stdin as one text).
 fn read_texts(args: &TranslateArgs) -> anyhow::Result<Vec<String>> {
     if !args.texts.is_empty() {
         return Ok(args.texts.clone());
@@ -151,6 +166,9 @@ fn read_texts(args: &TranslateArgs) -> anyhow::Result<Vec<String>> {
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
     };
+    if args.document {
+        return Ok(vec![text]);
+    }
     Ok(text.lines().map(str::to_owned).collect())
 }
 
@@ -177,6 +195,12 @@ fn print_replies(
                 }
             }
             Ok(raw) => match &raw.answer {
+                // A document is printed as it came back: its own line breaks.
+                Answer::Ok(reply) if args.document => {
+                    for t in &reply.translations {
+                        write!(out, "{t}")?;
+                    }
+                }
                 Answer::Ok(reply) => {
                     for t in &reply.translations {
                         writeln!(out, "{t}")?;
@@ -226,6 +250,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(task) = http {
         task.await.context("HTTP task")??;
     }
+    Ok(())
+}
+
+async fn gateway(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let gateway = Gateway::bind(&config).await?;
+    if let Some(addr) = gateway.local_addr() {
+        tracing::info!(%addr, "gateway serving /translate, /languages, /healthz and /metrics");
+    }
+    gateway.run(shutdown).await?;
     Ok(())
 }
 

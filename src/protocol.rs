@@ -211,6 +211,30 @@ pub struct Job {
     pub options: JobOptions,
     /// Absolute Unix time in ms after which the answer is useless.
     pub deadline_ms: Option<u64>,
+    /// Whether texts are documents to cut into sentences.
+    pub split: Split,
+}
+
+/// How a job's texts are cut before translation (`split` in the wire contract).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Each text is one segment, translated whole.
+    #[default]
+    None,
+    /// Each text is a document: cut into sentences, each cached and translated on its
+    /// own, and put back together with the original whitespace.
+    Sentences,
+}
+
+/// For one text of a `split: sentences` job: its segments and how many came from the
+/// cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentStats {
+    /// Segments translated (sentences, and the pieces of over-long ones).
+    pub segments: usize,
+    /// Of those, answered from the cache.
+    pub cached: usize,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +247,9 @@ struct RawJob {
     id: Option<String>,
     options: Option<Object<JobOptions>>,
     deadline_ms: Option<u64>,
+    // A string, mapped below: serde_json reports a non-string where an enum is
+    // expected as a syntax error, which would read as `invalid_json`.
+    split: Option<String>,
 }
 
 /// A `T` read from a JSON object only. A derived struct on its own also accepts a
@@ -301,6 +328,15 @@ pub fn parse_job(body: &[u8], limits: &LimitsConfig) -> Result<Job, JobError> {
         }
         (None, None) => return Err(invalid("missing `text` or `texts`")),
     };
+    let split = match raw.split.as_deref() {
+        None | Some("none") => Split::None,
+        Some("sentences") => Split::Sentences,
+        Some(other) => {
+            return Err(invalid(&format!(
+                "`split` must be \"none\" or \"sentences\", not {other:?}"
+            )))
+        }
+    };
     if texts.len() > limits.max_texts {
         return Err(JobError::new(
             ErrorCode::TooLarge,
@@ -331,6 +367,7 @@ pub fn parse_job(body: &[u8], limits: &LimitsConfig) -> Result<Job, JobError> {
         target: raw.target,
         options: raw.options.map(|Object(o)| o).unwrap_or_default(),
         deadline_ms: raw.deadline_ms,
+        split,
     })
 }
 
@@ -344,10 +381,14 @@ pub enum Reply {
         id: Option<String>,
         /// `translations[i]` answers input `i`.
         translations: Vec<String>,
-        /// `cached[i]`: whether `translations[i]` came from the cache.
+        /// `cached[i]`: whether `translations[i]` came from the cache (with `split`:
+        /// every one of its segments did).
         cached: Vec<bool>,
         /// The model id.
         model: String,
+        /// `segments[i]` counts the segments of text `i`; only for `split: sentences`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        segments: Option<Vec<SegmentStats>>,
     },
     /// The job failed as a whole.
     Error {
@@ -669,6 +710,24 @@ mod tests {
     }
 
     #[test]
+    fn split_is_none_unless_asked_and_checked() {
+        let j = parse_job(br#"{"text":"a"}"#, &limits()).unwrap();
+        assert_eq!(j.split, Split::None);
+        let j = parse_job(br#"{"text":"a","split":"sentences"}"#, &limits()).unwrap();
+        assert_eq!(j.split, Split::Sentences);
+        let j = parse_job(br#"{"text":"a","split":"none"}"#, &limits()).unwrap();
+        assert_eq!(j.split, Split::None);
+        assert_eq!(
+            code(br#"{"text":"a","split":"words"}"#),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(br#"{"text":"a","split":true}"#),
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
     fn hostile_but_valid_text_is_kept_exactly() {
         let lim = LimitsConfig {
             max_texts: 4,
@@ -698,6 +757,7 @@ mod tests {
             translations: vec!["x".into()],
             cached: vec![true],
             model: "m".into(),
+            segments: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&ok.to_bytes()).unwrap();
         assert_eq!(

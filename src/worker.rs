@@ -5,6 +5,7 @@
 //! broker redelivers it (at-least-once).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,12 +16,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::batcher::{self, BatcherHandle, Policy};
-use crate::broker::{routing_key, BrokerError, Session};
+use crate::batcher::{self, BatcherHandle, CpuGate, Policy};
+use crate::broker::{jittered, routing_key, BrokerError, QueueBinding, Session};
 use crate::cache::{Cache, CacheError, CacheKey, KeyContext};
-use crate::config::{redact_url, Config};
+use crate::config::{available_cpus, parse_pair, redact_url, Config, ModelConfig};
 use crate::engine::{Backend, Engine, EngineError};
-use crate::protocol::{parse_job, DecodeOptions, ErrorCode, JobError, Reply};
+use crate::protocol::{
+    parse_job, DecodeOptions, ErrorCode, Job, JobError, Reply, SegmentStats, Split,
+};
+use crate::segment;
 use crate::telemetry::{BuildInfo, Metrics, BACKEND};
 
 /// Errors that stop the worker from starting.
@@ -41,26 +45,78 @@ pub enum WorkerError {
 struct Shared {
     /// The whole configuration.
     config: Config,
-    /// Tokenizer and model (tokenizing happens on the blocking pool).
-    engine: Arc<Engine>,
-    /// Entry to the dynamic batcher.
-    batcher: BatcherHandle,
+    /// The models served, in configuration order.
+    models: Vec<Model>,
+    /// Jobs tokenizing at once: one per inference thread. Encoding a text briefly
+    /// holds every token of it (≈ 500 bytes each, before the cut to
+    /// `max_input_length`), so without this a flood of long texts costs that
+    /// `prefetch` times over; more at once would not run faster on these CPUs.
+    tokenize_permits: Arc<tokio::sync::Semaphore>,
     /// Redis cache (or its stand-in when disabled).
     cache: Cache,
     /// Counters and histograms.
     metrics: Arc<Metrics>,
-    /// Model identity for cache keys.
-    keys: KeyContext,
+}
+
+/// One served model: its engine, its batcher and what it answers.
+struct Model {
+    /// Model id for replies.
+    id: String,
+    /// Its settings.
+    config: ModelConfig,
+    /// The queue it consumes.
+    queue: String,
+    /// Language pairs it serves.
+    pairs: Vec<(String, String)>,
+    /// Client language code → the model's language token (multilingual models only).
+    tokens: HashMap<String, String>,
+    /// Tokenizer and model (tokenizing happens on the blocking pool).
+    engine: Arc<Engine>,
+    /// Entry to its dynamic batcher.
+    batcher: BatcherHandle,
     /// Decoding options a job gets when it sets none.
     defaults: DecodeOptions,
-    /// Model id for replies.
-    model_id: String,
+}
+
+/// Where a job goes: a model and the pair it is translated in.
+struct Route<'a> {
+    model: &'a Model,
+    source: String,
+    target: String,
+}
+
+impl Route<'_> {
+    /// Cache-key context: model files, pair.
+    fn keys(&self) -> KeyContext {
+        KeyContext {
+            model_fingerprint: self.model.engine.fingerprint(),
+            source: self.source.clone(),
+            target: self.target.clone(),
+        }
+    }
+
+    /// The model's tokens for the pair: source token, target prefix.
+    fn language_tokens(&self) -> (Option<String>, Option<String>) {
+        (
+            self.model.tokens.get(&self.source).cloned(),
+            self.model.tokens.get(&self.target).cloned(),
+        )
+    }
+}
+
+/// Segments of one job: the texts' units, and how they map back.
+struct Segmented {
+    /// What is translated (sentences, or whole texts).
+    units: Vec<String>,
+    /// Per text: its units' ranges inside the text (`split`), and where its units
+    /// start in `units`.
+    layout: Vec<(Vec<Range<usize>>, usize)>,
 }
 
 /// A started worker: model loaded, batcher running, not yet connected to the broker.
 pub struct Worker {
     shared: Arc<Shared>,
-    batcher_task: tokio::task::JoinHandle<()>,
+    batcher_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What processing one job produced.
@@ -87,70 +143,118 @@ impl Worker {
     }
 
     /// Like [`Worker::start_with`], counting into `metrics`, which may already be
-    /// served (the HTTP listener starts before the model loads).
+    /// served (the HTTP listener starts before the model loads). With several models,
+    /// `wrap` applies to the first.
     pub async fn start_observed(
         config: Config,
         metrics: Arc<Metrics>,
         wrap: impl FnOnce(Arc<Engine>) -> Arc<dyn Backend>,
     ) -> Result<Self, WorkerError> {
-        let model_cfg = config.model.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::load(&model_cfg))
-            .await
-            .map_err(|e| WorkerError::Join(e.to_string()))??;
-        let engine = Arc::new(engine);
         let cache = Cache::new(&config.redis, metrics.clone())?;
         let policy = Policy {
             max_batch_size: config.batch.max_batch_size,
             max_batch_tokens: config.batch.max_batch_tokens,
             max_wait: config.max_wait(),
         };
-        let backend = wrap(engine.clone());
-        let (batcher, batcher_task) = batcher::spawn(backend, policy, metrics.clone());
-        let (replicas, threads) = config.model.threading();
-        let keys = KeyContext {
-            model_fingerprint: engine.fingerprint(),
-            source: config.model.source.clone(),
-            target: config.model.target.clone(),
-        };
-        let defaults = DecodeOptions {
-            beam_size: config.model.beam_size as u32,
-            max_decoding_length: config.model.max_decoding_length as u32,
-            length_penalty: 1.0,
-            repetition_penalty: 1.0,
-            no_repeat_ngram_size: 0,
-        };
-        let model_id = config.model.model_id();
+        let model_configs: Vec<ModelConfig> = config.model_list().into_iter().cloned().collect();
+        let most_threads = model_configs
+            .iter()
+            .map(ModelConfig::total_threads)
+            .max()
+            .unwrap_or(1);
+        // The models' engines share the CPUs this process may use (see CpuGate).
+        let gate = CpuGate::new(available_cpus().max(most_threads));
+        let mut wrap = Some(wrap);
+        let mut models = Vec::with_capacity(model_configs.len());
+        let mut batcher_tasks = Vec::with_capacity(model_configs.len());
+        for model_cfg in model_configs {
+            let load_cfg = model_cfg.clone();
+            let engine = tokio::task::spawn_blocking(move || Engine::load(&load_cfg))
+                .await
+                .map_err(|e| WorkerError::Join(e.to_string()))??;
+            let engine = Arc::new(engine);
+            let backend: Arc<dyn Backend> = match wrap.take() {
+                Some(w) => w(engine.clone()),
+                None => engine.clone(),
+            };
+            let (replicas, threads) = model_cfg.threading();
+            let (batcher, task) =
+                batcher::spawn_gated(backend, policy, metrics.clone(), gate.clone(), threads);
+            batcher_tasks.push(task);
+            let pairs = model_cfg.served_pairs();
+            let tokens = pairs
+                .iter()
+                .flat_map(|(s, t)| [s, t])
+                .filter_map(|code| {
+                    crate::languages::model_token(
+                        model_cfg.language_tokens,
+                        code,
+                        &model_cfg.language_codes,
+                    )
+                    .map(|tok| (code.clone(), tok))
+                })
+                .collect();
+            let defaults = DecodeOptions {
+                beam_size: model_cfg.beam_size as u32,
+                max_decoding_length: model_cfg.max_decoding_length as u32,
+                length_penalty: 1.0,
+                repetition_penalty: 1.0,
+                no_repeat_ngram_size: 0,
+            };
+            let id = model_cfg.model_id();
+            let queue = config.queue_for(&model_cfg);
+            tracing::info!(
+                model = %id,
+                path = %model_cfg.path.display(),
+                queue = %queue,
+                pairs = %pairs.iter().map(|(s, t)| routing_key(s, t)).collect::<Vec<_>>().join(","),
+                replicas,
+                threads_per_replica = threads,
+                device = %model_cfg.device,
+                compute_type = %model_cfg.compute_type,
+                "model loaded"
+            );
+            models.push(Model {
+                id,
+                config: model_cfg,
+                queue,
+                pairs,
+                tokens,
+                engine,
+                batcher,
+                defaults,
+            });
+        }
+        let tokenize_permits = Arc::new(tokio::sync::Semaphore::new(most_threads.max(1)));
         let _ = metrics.build_info.set(BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
-            model: model_id.clone(),
+            model: models
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             backend: BACKEND,
-            device: config.model.device.to_string(),
+            device: models
+                .first()
+                .map_or_else(String::new, |m| m.config.device.to_string()),
         });
         metrics.cache_enabled.set(u64::from(config.redis.enabled));
         metrics.model_loaded.set(1);
         tracing::info!(
-            model = %model_id,
-            path = %config.model.path.display(),
-            replicas,
-            threads_per_replica = threads,
-            device = %config.model.device,
-            compute_type = %config.model.compute_type,
+            models = models.len(),
             redis = %redact_url(&config.redis.url),
             cache = config.redis.enabled,
-            "model loaded"
+            "worker ready"
         );
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
-                engine,
-                batcher,
+                models,
+                tokenize_permits,
                 cache,
                 metrics,
-                keys,
-                defaults,
-                model_id,
             }),
-            batcher_task,
+            batcher_tasks,
         })
     }
 
@@ -161,7 +265,7 @@ impl Worker {
 
     /// Processes one job body without the broker: parse, validate, cache, translate.
     pub async fn process(&self, body: &[u8]) -> Outcome {
-        self.shared.process(body).await
+        self.shared.process(body, None, None).await
     }
 
     /// Consumes until `shutdown` fires, reconnecting to the broker with exponential
@@ -172,10 +276,14 @@ impl Worker {
         let shared = self.shared.clone();
         let self_metrics = shared.metrics.clone();
         let amqp = &shared.config.amqp;
-        let keys = vec![routing_key(
-            &shared.config.model.source,
-            &shared.config.model.target,
-        )];
+        let bindings: Vec<QueueBinding> = shared
+            .models
+            .iter()
+            .map(|m| QueueBinding {
+                queue: m.queue.clone(),
+                routing_keys: m.pairs.iter().map(|(s, t)| routing_key(s, t)).collect(),
+            })
+            .collect();
         let tracker = TaskTracker::new();
         let initial = Duration::from_millis(amqp.reconnect_initial_ms);
         let max = Duration::from_millis(amqp.reconnect_max_ms);
@@ -186,7 +294,7 @@ impl Worker {
                 break;
             }
             let opened = tokio::select! {
-                r = Session::open(amqp, &keys) => r,
+                r = Session::open_queues(amqp, &bindings) => r,
                 _ = shutdown.cancelled() => break,
             };
             match opened {
@@ -199,7 +307,7 @@ impl Worker {
                     shared.metrics.broker_connected.set(1);
                     tracing::info!(
                         url = %redact_url(&amqp.url),
-                        queue = %amqp.queue,
+                        queues = %bindings.iter().map(|b| b.queue.as_str()).collect::<Vec<_>>().join(","),
                         prefetch = amqp.prefetch,
                         "consuming"
                     );
@@ -239,11 +347,15 @@ impl Worker {
         // Dropping the last batcher handle lets the batcher finish and stop.
         let Worker {
             shared,
-            batcher_task,
+            batcher_tasks,
         } = self;
         drop(shared);
         // Jobs abandoned at the drain deadline may still hold handles: do not wait long.
-        let _ = tokio::time::timeout(Duration::from_secs(1), batcher_task).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            futures_util::future::join_all(batcher_tasks),
+        )
+        .await;
         let m = &self_metrics;
         tracing::info!(
             jobs_ok = m.jobs_ok.get(),
@@ -272,23 +384,22 @@ async fn drain(shared: &Shared, tracker: &TaskTracker) {
     }
 }
 
-/// A delay in `[d/2, d]`, so reconnecting workers do not stampede the broker together.
-fn jittered(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    let frac = (h.finish() % 1000) as f64 / 1000.0;
-    d.mul_f64(0.5 + 0.5 * frac)
-}
-
 /// Consumes deliveries until shutdown (`Ok`) or until the connection fails (`Err`).
+/// Each model's queue has its own consumer (and so its own prefetch window).
 async fn consume(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(), BrokerError> {
-    let mut consumer = session.consume(&shared.config.amqp.queue, "").await?;
+    let mut tags = Vec::with_capacity(shared.models.len());
+    let mut streams = Vec::with_capacity(shared.models.len());
+    for (i, model) in shared.models.iter().enumerate() {
+        let consumer = session.consume(&model.queue, "").await?;
+        tags.push(consumer.tag());
+        streams.push(consumer.map(move |d| (i, d)).boxed());
+    }
+    let mut deliveries = futures_util::stream::select_all(streams);
     shared.metrics.consuming.set(1);
     loop {
         tokio::select! {
@@ -299,14 +410,16 @@ async fn consume(
                 shared.metrics.consuming.set(0);
                 // Deliveries the broker already pushed but we never read stay unacked
                 // and are redelivered when the connection closes.
-                let _ = session
-                    .consume
-                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                    .await;
+                for tag in &tags {
+                    let _ = session
+                        .consume
+                        .basic_cancel(tag.clone(), BasicCancelOptions::default())
+                        .await;
+                }
                 return Ok(());
             }
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
+            next = deliveries.next() => match next {
+                Some((model, Ok(delivery))) => {
                     let span = tracing::info_span!(
                         "job",
                         correlation_id = delivery
@@ -320,11 +433,13 @@ async fn consume(
                     );
                     let shared = shared.clone();
                     let session = session.clone();
-                    // At most `prefetch` of these exist at once: the broker sends no more
-                    // deliveries until earlier ones are acked.
-                    tracker.spawn(handle_delivery(shared, session, delivery).instrument(span));
+                    // At most `prefetch` of these exist per model at once: the broker
+                    // sends no more deliveries until earlier ones are acked.
+                    tracker.spawn(
+                        handle_delivery(shared, session, delivery, model).instrument(span),
+                    );
                 }
-                Some(Err(source)) => {
+                Some((_, Err(source))) => {
                     return Err(BrokerError::Amqp { op: "consume", source });
                 }
                 None => return Err(BrokerError::ConsumerClosed),
@@ -334,11 +449,22 @@ async fn consume(
 }
 
 /// Processes one delivery end to end and acks it once its reply is confirmed.
-async fn handle_delivery(shared: Arc<Shared>, session: Arc<Session>, delivery: Delivery) {
+async fn handle_delivery(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    delivery: Delivery,
+    model: usize,
+) {
     let start = Instant::now();
     let m = &shared.metrics;
     m.jobs_in_flight.inc();
-    let Outcome { reply, to_store } = shared.process(&delivery.data).await;
+    // The routing key names the pair only on the jobs exchange; straight to the
+    // queue (default exchange) it is the queue's name.
+    let via_exchange = delivery.exchange.as_str() == shared.config.amqp.exchange;
+    let routing_key = via_exchange.then(|| delivery.routing_key.as_str());
+    let Outcome { reply, to_store } = shared
+        .process(&delivery.data, Some(model), routing_key)
+        .await;
     match &reply {
         Reply::Ok { .. } => m.jobs_ok.inc(),
         Reply::Error { error, .. } => {
@@ -367,6 +493,10 @@ async fn handle_delivery(shared: Arc<Shared>, session: Arc<Session>, delivery: D
                 session
                     .dead_letter(
                         &shared.config.amqp,
+                        shared
+                            .models
+                            .get(model)
+                            .map_or(&shared.config.amqp.queue, |m| &m.queue),
                         &delivery.data,
                         &delivery.properties,
                         error.code.as_str(),
@@ -417,8 +547,15 @@ fn unix_ms_now() -> u64 {
 }
 
 impl Shared {
-    async fn process(&self, body: &[u8]) -> Outcome {
-        match self.try_process(body).await {
+    /// Processes one job body; `model` is the queue's model when the job came from
+    /// one, `routing_key` its key (the pair, when the body names none).
+    async fn process(
+        &self,
+        body: &[u8],
+        model: Option<usize>,
+        routing_key: Option<&str>,
+    ) -> Outcome {
+        match self.try_process(body, model, routing_key).await {
             Ok(o) => o,
             Err(e) => Outcome {
                 reply: e.into(),
@@ -427,38 +564,81 @@ impl Shared {
         }
     }
 
-    async fn try_process(&self, body: &[u8]) -> Result<Outcome, JobError> {
+    /// The model and pair for `job`: the pair named in the body, else by the routing
+    /// key, else the model's own `source`/`target`; a model that serves it, among
+    /// the queue's model (or all models when there is no queue).
+    fn route(
+        &self,
+        job: &Job,
+        model: Option<usize>,
+        routing_key: Option<&str>,
+    ) -> Result<Route<'_>, JobError> {
+        let candidates: Vec<&Model> = match model.and_then(|i| self.models.get(i)) {
+            Some(m) => vec![m],
+            None => self.models.iter().collect(),
+        };
+        let from_key = routing_key.and_then(parse_pair);
+        let default = candidates
+            .first()
+            .map(|m| (&m.config.source, &m.config.target));
+        let pick = |given: &Option<String>, keyed: Option<&str>, fallback: Option<&String>| {
+            given
+                .clone()
+                .or_else(|| keyed.map(str::to_owned))
+                .or_else(|| fallback.cloned())
+                .unwrap_or_default()
+        };
+        let source = pick(&job.source, from_key.map(|k| k.0), default.map(|d| d.0));
+        let target = pick(&job.target, from_key.map(|k| k.1), default.map(|d| d.1));
+        let served = candidates
+            .iter()
+            .find(|m| m.pairs.iter().any(|(s, t)| *s == source && *t == target))
+            .copied();
+        match served {
+            Some(model) => Ok(Route {
+                model,
+                source,
+                target,
+            }),
+            None => {
+                let pairs: Vec<String> = candidates
+                    .iter()
+                    .flat_map(|m| m.pairs.iter().map(|(s, t)| format!("{s}-{t}")))
+                    .collect();
+                Err(JobError::new(
+                    ErrorCode::UnsupportedLanguagePair,
+                    format!(
+                        "{source}-{target} is not served here; this {} translates {}",
+                        if model.is_some() { "queue" } else { "worker" },
+                        pairs.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn try_process(
+        &self,
+        body: &[u8],
+        model: Option<usize>,
+        routing_key: Option<&str>,
+    ) -> Result<Outcome, JobError> {
         let job = parse_job(body, &self.config.limits)?;
         let id = job.id.clone();
         if let Some(id) = &id {
             tracing::Span::current().record("id", id.as_str());
         }
-        let model = &self.config.model;
-        for (field, want, got) in [
-            ("source", &model.source, &job.source),
-            ("target", &model.target, &job.target),
-        ] {
-            if let Some(got) = got {
-                if got != want {
-                    return Err(JobError::new(
-                        ErrorCode::UnsupportedLanguagePair,
-                        format!(
-                            "{field} {got:?} is not served here; this worker translates {}-{}",
-                            model.source, model.target
-                        ),
-                    )
-                    .with_id(id));
-                }
-            }
-        }
+        let route = self
+            .route(&job, model, routing_key)
+            .map_err(|e| e.with_id(id.clone()))?;
         let options = job
             .options
-            .resolve(&self.defaults)
+            .resolve(&route.model.defaults)
             .map_err(|e| e.with_id(id.clone()))?;
         let deadline_error =
             || JobError::new(ErrorCode::DeadlineExceeded, "deadline_ms passed").with_id(id.clone());
-        let work = self.translate_texts(job.texts, options);
-        let (translations, cached, to_store) = match job.deadline_ms {
+        let work = self.translate_job(&route, job.texts, job.split, options);
+        let (translations, cached, segments, to_store) = match job.deadline_ms {
             None => work.await,
             Some(ms) => {
                 let now = unix_ms_now();
@@ -476,22 +656,113 @@ impl Shared {
                 id,
                 translations,
                 cached,
-                model: self.model_id.clone(),
+                model: route.model.id.clone(),
+                segments,
             },
             to_store,
         })
     }
 
-    /// Translates `texts`: cache first (one round trip), then the misses through the batcher.
-    async fn translate_texts(
+    /// Translates a job's texts: whole, or (`split`) sentence by sentence, each
+    /// sentence a cache entry of its own, put back together with the text's own
+    /// whitespace between them.
+    #[allow(clippy::type_complexity)]
+    async fn translate_job(
         &self,
+        route: &Route<'_>,
+        texts: Vec<String>,
+        split: Split,
+        options: DecodeOptions,
+    ) -> Result<
+        (
+            Vec<String>,
+            Vec<bool>,
+            Option<Vec<SegmentStats>>,
+            Vec<(CacheKey, String)>,
+        ),
+        JobError,
+    > {
+        if split == Split::None {
+            let (translations, cached, to_store) =
+                self.translate_units(route, texts, options).await?;
+            return Ok((translations, cached, None, to_store));
+        }
+        let engine = route.model.engine.clone();
+        let lang = route.source.clone();
+        let with_token = route.language_tokens().0.is_some();
+        let max_tokens = route.model.config.max_input_length;
+        let permit = self
+            .tokenize_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| internal(format!("tokenizer permits closed: {e}")))?;
+        // Segmenting (and measuring long sentences in tokens) is CPU work.
+        let (texts, seg) = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let seg = segment_texts(&texts, &lang, |s| {
+                // A piece covers at least one byte, so a short sentence surely fits
+                // without being tokenized.
+                if s.len() + 3 <= max_tokens {
+                    return Ok(true);
+                }
+                engine.fits(s, with_token)
+            });
+            (texts, seg)
+        })
+        .await
+        .map_err(|e| internal(format!("segmenting task failed: {e}")))?;
+        let Segmented { units, layout } = seg.map_err(|e| internal(e.to_string()))?;
+        let (unit_out, unit_cached, to_store) = self.translate_units(route, units, options).await?;
+        let mut translations = Vec::with_capacity(texts.len());
+        let mut cached = Vec::with_capacity(texts.len());
+        let mut stats = Vec::with_capacity(texts.len());
+        for (text, (ranges, first)) in texts.iter().zip(layout) {
+            let n = ranges.len();
+            let outs = &unit_out[first..first + n];
+            let hits = unit_cached[first..first + n].iter().filter(|c| **c).count();
+            // Segments that touched in the source (CJK) are kept apart by a space when
+            // their translations are in a script written with spaces.
+            let outs: Vec<std::borrow::Cow<'_, str>> = outs
+                .iter()
+                .enumerate()
+                .map(|(j, out)| {
+                    let touching = j
+                        .checked_sub(1)
+                        .and_then(|i| ranges.get(i).zip(ranges.get(j)).zip(outs.get(i)))
+                        .filter(|((a, b), _)| a.end == b.start);
+                    let space = touching.is_some_and(|((_, b), prev)| {
+                        segment::needs_space(text, b.start, prev, out)
+                    });
+                    if space {
+                        std::borrow::Cow::Owned(format!(" {out}"))
+                    } else {
+                        std::borrow::Cow::Borrowed(out.as_str())
+                    }
+                })
+                .collect();
+            translations.push(segment::reassemble(text, &ranges, &outs));
+            cached.push(n > 0 && hits == n);
+            stats.push(SegmentStats {
+                segments: n,
+                cached: hits,
+            });
+        }
+        Ok((translations, cached, Some(stats), to_store))
+    }
+
+    /// Translates `texts`: cache first (one round trip), then the misses through the batcher.
+    async fn translate_units(
+        &self,
+        route: &Route<'_>,
         mut texts: Vec<String>,
         options: DecodeOptions,
     ) -> Result<(Vec<String>, Vec<bool>, Vec<(CacheKey, String)>), JobError> {
         let n = texts.len();
+        let key_ctx = route.keys();
         let keys: Vec<Option<CacheKey>> = texts
             .iter()
-            .map(|t| (!t.is_empty()).then(|| self.keys.key(&options, t)))
+            .map(|t| (!t.is_empty()).then(|| key_ctx.key(&options, t)))
             .collect();
         let lookup: Vec<CacheKey> = keys.iter().flatten().copied().collect();
         let mut hits = self.cache.get_many(&lookup).await.into_iter();
@@ -531,23 +802,33 @@ impl Shared {
                 .iter()
                 .map(|(_, pos)| std::mem::take(&mut texts[pos[0]]))
                 .collect();
-            let engine = self.engine.clone();
+            let engine = route.model.engine.clone();
+            let (source_token, target_token) = route.language_tokens();
+            // Held by the blocking task itself, so a job given up at its deadline
+            // still counts until its tokenizing really ends.
+            let permit = self
+                .tokenize_permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| internal(format!("tokenizer permits closed: {e}")))?;
             // Tokenizing long documents is CPU work: keep it off the async threads.
             let tokens = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 sources
                     .iter()
-                    .map(|s| engine.tokenize(s))
+                    .map(|s| engine.tokenize(s, source_token.as_deref()))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
             .map_err(|e| internal(format!("tokenizer task failed: {e}")))?
             .map_err(|e| internal(e.to_string()))?;
-            let results = futures_util::future::join_all(
-                missing
-                    .iter()
-                    .zip(tokens)
-                    .map(|((key, _), toks)| self.batcher.translate(*key, toks, options)),
-            )
+            let batcher = &route.model.batcher;
+            let results = futures_util::future::join_all(missing.iter().zip(tokens).map(
+                |((key, _), toks)| {
+                    batcher.translate_with_prefix(*key, toks, target_token.clone(), options)
+                },
+            ))
             .await;
             for ((key, positions), result) in missing.into_iter().zip(results) {
                 let translation = result.map_err(|e| internal(e.to_string()))?;
@@ -563,6 +844,42 @@ impl Shared {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((translations, cached, to_store))
     }
+}
+
+/// Cuts each text into sentences, and any sentence `fits` refuses into halves until
+/// every piece fits (a piece that cannot be cut further goes as it is, and
+/// CTranslate2 truncates it). Blocking.
+fn segment_texts(
+    texts: &[String],
+    lang: &str,
+    mut fits: impl FnMut(&str) -> Result<bool, EngineError>,
+) -> Result<Segmented, EngineError> {
+    let mut units = Vec::new();
+    let mut layout = Vec::with_capacity(texts.len());
+    for text in texts {
+        let first = units.len();
+        let mut ranges = Vec::new();
+        for sentence in segment::sentences(text, lang) {
+            let mut failed = None;
+            ranges.extend(segment::split_to_fit(text, sentence, |piece| {
+                fits(piece).unwrap_or_else(|e| {
+                    failed.get_or_insert(e);
+                    true
+                })
+            }));
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        // `split_to_fit` only returns ranges of `text`; `get` keeps this panic-free.
+        units.extend(
+            ranges
+                .iter()
+                .map(|r| text.get(r.clone()).unwrap_or_default().to_owned()),
+        );
+        layout.push((ranges, first));
+    }
+    Ok(Segmented { units, layout })
 }
 
 fn internal(message: String) -> JobError {

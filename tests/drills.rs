@@ -708,6 +708,7 @@ impl Backend for FaultyEngine {
     fn translate(
         &self,
         sources: &[Vec<String>],
+        prefixes: &[Option<String>],
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError> {
         let marked = sources
@@ -721,7 +722,7 @@ impl Backend for FaultyEngine {
             }
             return Err(EngineError::Translate("injected fault".into()));
         }
-        self.engine.translate(sources, options)
+        self.engine.translate(sources, prefixes, options)
     }
 
     fn replicas(&self) -> usize {

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use translation_worker::broker::{self, Session};
 use translation_worker::cache::{Cache, CacheKey};
+use translation_worker::client::{Client, ClientOptions, TranslateRequest};
 use translation_worker::config::{AmqpConfig, Config, RedisConfig};
 use translation_worker::telemetry::Metrics;
 use translation_worker::worker::Worker;
@@ -422,6 +423,29 @@ async fn mutual_tls_presents_the_client_certificate() {
     assert!(
         conns.contains("tw-test-client"),
         "RabbitMQ saw the client certificate: {conns}"
+    );
+    // The client library (and so the HTTP gateway) connects the same way: the CA file
+    // and the client certificate of the `amqp` settings.
+    let client = Client::connect_amqp(
+        &config.amqp,
+        ClientOptions {
+            exchange: config.amqp.exchange.clone(),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .expect("the client connects over mutual TLS");
+    let reply = client
+        .translate(TranslateRequest::new("ko", "en", texts.clone()))
+        .await
+        .expect("translated over mutual TLS");
+    assert_eq!(reply.translations, texts);
+    client.close().await;
+    assert!(
+        Client::connect_amqp(&anonymous, ClientOptions::default())
+            .await
+            .is_err(),
+        "no client certificate, no connection"
     );
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;

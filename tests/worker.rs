@@ -200,13 +200,14 @@ impl Backend for FailOnMarker {
     fn translate(
         &self,
         sources: &[Vec<String>],
+        prefixes: &[Option<String>],
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError> {
-        let marker_tokens = self.0.tokenize(MARKER)?;
+        let marker_tokens = self.0.tokenize(MARKER, None)?;
         if sources.contains(&marker_tokens) {
             return Err(EngineError::Translate("injected fault".into()));
         }
-        self.0.translate(sources, options)
+        self.0.translate(sources, prefixes, options)
     }
 
     fn replicas(&self) -> usize {
@@ -405,12 +406,13 @@ impl Backend for Counting {
     fn translate(
         &self,
         sources: &[Vec<String>],
+        prefixes: &[Option<String>],
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError> {
         self.1.fetch_add(sources.len(), Ordering::SeqCst);
         self.2.lock().unwrap().push(sources.to_vec());
         std::thread::sleep(Duration::from_millis(200));
-        self.0.translate(sources, options)
+        self.0.translate(sources, prefixes, options)
     }
 
     fn replicas(&self) -> usize {

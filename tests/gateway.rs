@@ -1,0 +1,468 @@
+//! The HTTP gateway end to end: a real HTTP client (reqwest) against the gateway, an
+//! in-process worker (copy model: every translation equals its input), the broker and
+//! Redis.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::WorkerProcess;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use translation_worker::config::Config;
+use translation_worker::gateway::{Gateway, GatewayError, GatewayHandle};
+
+/// A gateway running in this process on an ephemeral port.
+struct RunningGateway {
+    base: String,
+    handle: GatewayHandle,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), GatewayError>>,
+}
+
+impl RunningGateway {
+    async fn start(mut config: Config) -> Self {
+        config.gateway.listen = "127.0.0.1:0".into();
+        let gateway = Gateway::bind(&config).await.expect("gateway binds");
+        let addr = gateway.local_addr().expect("bound address");
+        let handle = gateway.handle();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gateway.run(shutdown.clone()));
+        Self {
+            base: format!("http://{addr}"),
+            handle,
+            shutdown,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/healthz` says the broker connection is up.
+    async fn wait_healthy(&self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(self.url("/healthz")).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway never became healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("gateway stops")
+            .expect("gateway task")
+            .expect("gateway served without error");
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    // No proxy: the gateway is on loopback, whatever HTTP_PROXY says.
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("HTTP client")
+}
+
+/// Status, `Retry-After` and JSON body of a response.
+async fn answer(r: reqwest::Response) -> (StatusCode, Option<String>, Value) {
+    let status = r.status();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = r.text().await.expect("body");
+    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status}: {e}: {body}"));
+    (status, retry, value)
+}
+
+/// `GET /translate` with `texts` as repeated `q`.
+async fn get_translate(
+    http: &reqwest::Client,
+    gw: &RunningGateway,
+    source: &str,
+    target: &str,
+    texts: &[&str],
+) -> (StatusCode, Option<String>, Value) {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for t in texts {
+        query.append_pair("q", t);
+    }
+    query.append_pair("source", source);
+    query.append_pair("target", target);
+    let url = format!("{}?{}", gw.url("/translate"), query.finish());
+    answer(http.get(url).send().await.expect("request")).await
+}
+
+async fn post_json(
+    http: &reqwest::Client,
+    gw: &RunningGateway,
+    body: Value,
+) -> (StatusCode, Option<String>, Value) {
+    answer(
+        http.post(gw.url("/translate"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
+}
+
+fn error_code(v: &Value) -> &str {
+    assert!(v["error"].is_string(), "LibreTranslate error shape: {v}");
+    v["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn translates_through_the_worker_in_both_dialects() {
+    let mut config = test_config();
+    // The worker refuses texts over 200 characters: its too_large must become a 413.
+    config.limits.max_text_chars = 200;
+    config.gateway.max_texts = 4;
+    config.gateway.max_body_bytes = 4096;
+    let worker = start_worker(config.clone()).await;
+    let gw = RunningGateway::start(config.clone()).await;
+    let http = http_client();
+    gw.wait_healthy(&http).await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (t1, t2) = (
+        format!("회의는 오전 10시에 시작합니다. {id}"),
+        format!("a&b=c?d #{id}"),
+    );
+
+    // GET with two q: translations in order, neither cached; then both cached.
+    let (status, _, v) = get_translate(&http, &gw, "ko", "en", &[&t1, &t2]).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["translations"], json!([t1, t2]));
+    assert_eq!(v["cached"], json!([false, false]));
+    assert_eq!(v["model"], "copy-model");
+    let (status, _, v) = get_translate(&http, &gw, "ko", "en", &[&t1, &t2]).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["translations"], json!([t1, t2]));
+    assert_eq!(v["cached"], json!([true, true]));
+
+    // LibreTranslate POST: JSON with a string, JSON with an array, a form.
+    let (status, _, v) = post_json(
+        &http,
+        &gw,
+        json!({"q": t1, "source": "ko", "target": "en", "format": "text", "api_key": ""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({ "translatedText": t1 }));
+    let (status, _, v) = post_json(
+        &http,
+        &gw,
+        json!({"q": [t2, "", "감사합니다"], "source": "ko", "target": "en"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({ "translatedText": [t2, "", "감사합니다"] }));
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("q", &t2)
+        .append_pair("source", "ko")
+        .append_pair("target", "en")
+        .append_pair("format", "text")
+        .finish();
+    let (status, _, v) = answer(
+        http.post(gw.url("/translate"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({ "translatedText": t2 }));
+
+    // /languages lists the served pair in LibreTranslate's shape.
+    let (status, _, v) = answer(http.get(gw.url("/languages")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!([
+            {"code": "ko", "name": "Korean", "targets": ["en"]},
+            {"code": "en", "name": "English", "targets": []},
+        ])
+    );
+
+    // Refused before anything is published.
+    let jobs_before = worker.metrics.jobs_ok.get();
+    let (status, _, v) = get_translate(&http, &gw, "ko", "ja", &["x"]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(error_code(&v), "unsupported_language_pair");
+    for (body, needle) in [
+        (json!({"q": "x", "source": "auto", "target": "en"}), "auto"),
+        (
+            json!({"q": "x", "source": "ko", "target": "en", "format": "html"}),
+            "html",
+        ),
+        (json!({"source": "ko", "target": "en"}), "q"),
+        (json!({"q": "x", "target": "en"}), "source"),
+    ] {
+        let (status, _, v) = post_json(&http, &gw, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    let (status, _, v) = answer(
+        http.get(gw.url("/translate?q=x&source=ko&target=en&beam=4"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, _, v) = get_translate(&http, &gw, "ko", "en", &["1", "2", "3", "4", "5"]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(error_code(&v), "too_large");
+    let big = "가".repeat(2000); // 6,000 bytes of UTF-8 against a 4,096-byte limit
+    let (status, _, v) = post_json(
+        &http,
+        &gw,
+        json!({"q": big, "source": "ko", "target": "en"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(error_code(&v), "too_large");
+    let (status, _, v) = get_translate(&http, &gw, "ko", "en", &[&"a".repeat(5000)]).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG, "{v}");
+    assert_eq!(worker.metrics.jobs_ok.get(), jobs_before);
+
+    // The worker's own error reply keeps its code: a text over limits.max_text_chars.
+    let (status, _, v) = get_translate(&http, &gw, "ko", "en", &[&"a".repeat(300)]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(error_code(&v), "too_large");
+    assert!(v["error"].as_str().unwrap().contains("200"), "{v}");
+
+    // Health and metrics.
+    let (status, _, v) = answer(http.get(gw.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["broker"], "up");
+    let text = http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample =
+        |series: &str| metric_sample(&text, series).unwrap_or_else(|| panic!("{series}: {text}"));
+    assert_eq!(
+        sample(
+            r#"translation_gateway_requests_total{method="GET",route="/translate",status="200"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            r#"translation_gateway_requests_total{method="POST",route="/translate",status="200"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            r#"translation_gateway_requests_total{method="GET",route="/translate",status="413"}"#
+        ),
+        2.0
+    );
+    assert_eq!(sample("translation_gateway_pending_requests"), 0.0);
+    assert_eq!(sample("translation_gateway_broker_connected"), 1.0);
+    assert!(
+        sample(r#"translation_gateway_request_duration_seconds_count{route="/translate"}"#) >= 13.0
+    );
+
+    // A lost broker connection is replaced: close the gateway's client under it.
+    let client = gw.handle.client().expect("connected");
+    client.close().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.handle.metrics().broker_reconnects.get() < 1 || gw.handle.client().is_none() {
+        assert!(Instant::now() < deadline, "the gateway never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, v) = get_translate(&http, &gw, "ko", "en", &[&t1]).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["translations"], json!([t1]));
+
+    gw.stop().await;
+    worker.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_consumer_times_out_overload_is_503_and_shutdown_drains() {
+    let mut config = test_config();
+    config.gateway.request_timeout_ms = 1500;
+    config.gateway.max_pending = 1;
+    config.gateway.retry_after_secs = 2;
+    // The queue is bound but nobody consumes it: jobs are accepted, never answered.
+    declare_topology_at(AMQP_URL, &config).await;
+    let gw = RunningGateway::start(config.clone()).await;
+    let http = http_client();
+    gw.wait_healthy(&http).await;
+
+    let t = Instant::now();
+    let (status, _, v) = get_translate(&http, &gw, "ko", "en", &["x"]).await;
+    let took = t.elapsed();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{v}");
+    assert_eq!(error_code(&v), "timeout");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+
+    // One request pending fills max_pending = 1: the next one is refused at once.
+    let first = {
+        let (http, url) = (http.clone(), gw.url("/translate?q=a&source=ko&target=en"));
+        tokio::spawn(async move { answer(http.get(url).send().await.unwrap()).await })
+    };
+    let metrics = gw.handle.metrics();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.pending() < 1 {
+        assert!(Instant::now() < deadline, "first request never pending");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = Instant::now();
+    let (status, retry, v) = post_json(
+        &http,
+        &gw,
+        json!({"q": "b", "source": "ko", "target": "en"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(retry.as_deref(), Some("2"));
+    assert_eq!(error_code(&v), "overloaded");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    let (status, _, _) = first.await.unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(metrics.pending(), 0);
+    // Refused requests do not hold a slot: the next one is admitted (and times out).
+    let (status, _, _) = get_translate(&http, &gw, "ko", "en", &["c"]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(metrics.requests("POST", "/translate", 503), 1);
+    assert_eq!(metrics.requests("GET", "/translate", 504), 3);
+
+    // Shutdown with a request in flight: it is still answered, then the gateway stops.
+    let last = {
+        let (http, url) = (http.clone(), gw.url("/translate?q=d&source=ko&target=en"));
+        tokio::spawn(async move { answer(http.get(url).send().await.unwrap()).await })
+    };
+    while metrics.pending() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let url = gw.url("/healthz");
+    gw.stop().await;
+    let (status, _, _) = last.await.unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(http.get(url).send().await.is_err(), "still listening");
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_no_worker_binds_is_400_from_the_broker() {
+    // The gateway believes it serves ko-ja (its model section says so), but only ko-en
+    // is bound on the exchange: the broker returns the job and the gateway says 400.
+    let config = test_config();
+    declare_topology_at(AMQP_URL, &config).await;
+    let mut gw_config = config.clone();
+    gw_config.model.target = "ja".into();
+    let gw = RunningGateway::start(gw_config).await;
+    let http = http_client();
+    gw.wait_healthy(&http).await;
+    let t = Instant::now();
+    let (status, _, v) = get_translate(&http, &gw, "ko", "ja", &["x"]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(error_code(&v), "unsupported_language_pair");
+    assert!(v["error"].as_str().unwrap().contains("ko-ja"), "{v}");
+    // Returned at once, not after the 30 s timeout.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    gw.stop().await;
+    cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_is_503_with_retry_after() {
+    let mut config = test_config();
+    // Nothing listens on port 1.
+    config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
+    let gw = RunningGateway::start(config).await;
+    let http = http_client();
+    let (status, _, v) = answer(http.get(gw.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["broker"], "down");
+    let (status, retry, v) = get_translate(&http, &gw, "ko", "en", &["x"]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(error_code(&v), "broker_unavailable");
+    // What needs no broker still answers.
+    let (status, _, _) = answer(http.get(gw.url("/languages")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, v) = answer(http.get(gw.url("/nope")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_subcommand_serves_and_stops_on_sigterm() {
+    let config = test_config();
+    let worker = start_worker(config.clone()).await;
+    let port = common::private::free_port(&[]);
+    let child = Command::new(env!("CARGO_BIN_EXE_translation-worker"))
+        .arg("gateway")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TW_AMQP__URL", AMQP_URL)
+        .env("TW_AMQP__EXCHANGE", &config.amqp.exchange)
+        .env("TW_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TW_LOG__FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("gateway binary starts");
+    let mut process = WorkerProcess { child: Some(child) };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = http.get(format!("{base}/healthz")).send().await;
+        if up.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway process never healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, v) = answer(
+        http.post(format!("{base}/translate"))
+            .json(&json!({"q": "안녕하세요", "source": "ko", "target": "en"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({ "translatedText": "안녕하세요" }));
+    process.signal("TERM");
+    let exit = tokio::task::spawn_blocking(move || process.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    worker.stop().await;
+    cleanup(&config).await;
+}

@@ -796,14 +796,19 @@ impl Shared {
             }
         }
         let mut to_store = Vec::with_capacity(missing.len());
-        if !missing.is_empty() {
+        let engine = &route.model.engine;
+        let (source_token, target_token) = route.language_tokens();
+        // A few dozen segments at a time: a job never holds the tokens of more than
+        // `UNITS_IN_FLIGHT` segments (each at most `max_input_length`), however long
+        // its document, while that is still several full batches for the replicas.
+        for chunk in missing.chunks(UNITS_IN_FLIGHT) {
             // Keys are computed; the texts themselves are only needed for tokenizing.
-            let sources: Vec<String> = missing
+            let sources: Vec<String> = chunk
                 .iter()
                 .map(|(_, pos)| std::mem::take(&mut texts[pos[0]]))
                 .collect();
-            let engine = route.model.engine.clone();
-            let (source_token, target_token) = route.language_tokens();
+            let engine = engine.clone();
+            let source_token = source_token.clone();
             // Held by the blocking task itself, so a job given up at its deadline
             // still counts until its tokenizing really ends.
             let permit = self
@@ -824,18 +829,17 @@ impl Shared {
             .map_err(|e| internal(format!("tokenizer task failed: {e}")))?
             .map_err(|e| internal(e.to_string()))?;
             let batcher = &route.model.batcher;
-            let results = futures_util::future::join_all(missing.iter().zip(tokens).map(
-                |((key, _), toks)| {
+            let results =
+                futures_util::future::join_all(chunk.iter().zip(tokens).map(|((key, _), toks)| {
                     batcher.translate_with_prefix(*key, toks, target_token.clone(), options)
-                },
-            ))
-            .await;
-            for ((key, positions), result) in missing.into_iter().zip(results) {
+                }))
+                .await;
+            for ((key, positions), result) in chunk.iter().zip(results) {
                 let translation = result.map_err(|e| internal(e.to_string()))?;
-                for &p in &positions {
+                for &p in positions {
                     out[p] = Some(translation.clone());
                 }
-                to_store.push((key, translation));
+                to_store.push((*key, translation));
             }
         }
         let translations = out
@@ -845,6 +849,9 @@ impl Shared {
         Ok((translations, cached, to_store))
     }
 }
+
+/// Segments of one job tokenized and queued at once (see `translate_units`).
+const UNITS_IN_FLIGHT: usize = 64;
 
 /// Cuts each text into sentences, and any sentence `fits` refuses into halves until
 /// every piece fits (a piece that cannot be cut further goes as it is, and

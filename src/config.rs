@@ -934,16 +934,6 @@ impl Config {
 
     /// Checks ranges and relations that types alone do not express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid {
-                    key,
-                    message: message.into(),
-                })
-            }
-        }
         check(
             self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://"),
             "amqp.url",
@@ -1135,18 +1125,20 @@ impl Config {
     }
 }
 
+/// `Ok` when `ok`, else the error for `key`.
+fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            message: message.into(),
+        })
+    }
+}
+
 /// Checks one model's settings; errors name the key as `model.<key>`.
 fn validate_model(m: &ModelConfig) -> Result<(), ConfigError> {
-    fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
-        if ok {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.into(),
-            })
-        }
-    }
     check(!m.source.is_empty(), "model.source", "must not be empty")?;
     check(!m.target.is_empty(), "model.target", "must not be empty")?;
     check(

@@ -691,12 +691,7 @@ impl Shared {
         let lang = route.source.clone();
         let with_token = route.language_tokens().0.is_some();
         let max_tokens = route.model.config.max_input_length;
-        let permit = self
-            .tokenize_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| internal(format!("tokenizer permits closed: {e}")))?;
+        let permit = self.tokenize_permit().await?;
         // Segmenting (and measuring long sentences in tokens) is CPU work.
         let (texts, seg) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -749,6 +744,15 @@ impl Shared {
             });
         }
         Ok((translations, cached, Some(stats), to_store))
+    }
+
+    /// A slot to tokenize (or segment) on the blocking pool; see `tokenize_permits`.
+    async fn tokenize_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, JobError> {
+        self.tokenize_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| internal(format!("tokenizer permits closed: {e}")))
     }
 
     /// Translates `texts`: cache first (one round trip), then the misses through the batcher.
@@ -811,12 +815,7 @@ impl Shared {
             let source_token = source_token.clone();
             // Held by the blocking task itself, so a job given up at its deadline
             // still counts until its tokenizing really ends.
-            let permit = self
-                .tokenize_permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| internal(format!("tokenizer permits closed: {e}")))?;
+            let permit = self.tokenize_permit().await?;
             // Tokenizing long documents is CPU work: keep it off the async threads.
             let tokens = tokio::task::spawn_blocking(move || {
                 let _permit = permit;

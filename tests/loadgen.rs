@@ -300,6 +300,23 @@ async fn the_binary_wires_loadgen_translate_and_echo() {
         format!("{}\n", lines.join("\n"))
     );
 
+    // --document: stdin is one text (one job), printed back exactly as answered.
+    let doc = "첫 문단입니다. 둘째 문장.\n\n  Second paragraph.\r\n\tLast line";
+    let mut child = cli(&config, &["translate", "--document"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("translate runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), doc);
+
     // --json prints the reply bodies.
     let out = cli(&config, &["translate", "--json", "x"])
         .output()

@@ -25,10 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{json, Value};
 
@@ -282,30 +279,7 @@ impl Replies {
         check: impl Fn(usize, &Value) -> Result<(), String> + Send + 'static,
     ) -> Self {
         let ch = conn.create_channel().await.expect("channel");
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("reply queue");
-        let mut consumer = ch
-            .basic_consume(
-                q.name().as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
+        let (reply_queue, mut consumer) = reply_consumer(&ch).await;
         let answered: Arc<Mutex<HashSet<usize>>> = Arc::default();
         let count = Arc::new(AtomicUsize::new(0));
         let failures: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -347,7 +321,7 @@ impl Replies {
             });
         }
         Self {
-            queue: q.name().as_str().to_string(),
+            queue: reply_queue,
             answered,
             count,
             failures,

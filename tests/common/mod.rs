@@ -171,31 +171,7 @@ impl Bus {
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirm mode");
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("reply queue");
-        let reply_queue = q.name().as_str().to_string();
-        let mut consumer = ch
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
+        let (reply_queue, mut consumer) = reply_consumer(&ch).await;
         let replies: Arc<Mutex<HashMap<String, Vec<Value>>>> = Arc::default();
         let arrived = Arc::new(Notify::new());
         {
@@ -315,6 +291,36 @@ impl Bus {
             .map(|(k, v)| (k.clone(), v.len()))
             .collect()
     }
+}
+
+/// An exclusive, server-named reply queue on `ch` and its auto-ack consumer.
+pub async fn reply_consumer(ch: &Channel) -> (String, lapin::Consumer) {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("reply queue");
+    let queue = q.name().as_str().to_string();
+    let consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume replies");
+    (queue, consumer)
 }
 
 /// Deletes a test's queues and exchanges.

@@ -181,7 +181,18 @@ async fn probes_and_metrics_follow_real_work_and_the_broker() {
     let bad = bus.rpc(&config.amqp.queue, b"{not json").await;
     assert_eq!(bad["error"]["code"], "invalid_json", "{bad}");
 
-    let (status, m1) = get(port, "/metrics").await;
+    // A job's duration and in-flight count are recorded after its ack, which may come
+    // a moment after its reply reached us: wait for the last one (or fail below).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (status, m1) = loop {
+        let (status, m) = get(port, "/metrics").await;
+        let settled = sample(&m, "translation_worker_job_duration_seconds_count") >= 22.0
+            && sample(&m, "translation_worker_jobs_in_flight") == 0.0;
+        if settled || std::time::Instant::now() > deadline {
+            break (status, m);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status, 200);
     assert_eq!(
         sample(&m1, "translation_worker_jobs_total{outcome=\"ok\"}"),

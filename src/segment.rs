@@ -249,25 +249,9 @@ fn is_clause_mark(c: char) -> bool {
 /// CJK clause and sentence marks: text around them has no spaces, so a cut after one
 /// needs none either.
 fn is_fullwidth_clause_mark(c: char) -> bool {
-    matches!(
-        c,
-        '、' | '，'
-            | '；'
-            | '：'
-            | '。'
-            | '！'
-            | '？'
-            | '」'
-            | '』'
-            | '）'
-            | '】'
-            | '〕'
-            | '］'
-            | '｝'
-            | '》'
-            | '〉'
-            | '｣'
-    )
+    // The full-width closing brackets are `is_closing`'s characters from U+3000 up.
+    matches!(c, '、' | '，' | '；' | '：' | '。' | '！' | '？')
+        || (is_closing(c) && c >= '\u{3000}')
 }
 
 /// Closing quotes and brackets (ASCII quotes count: ambiguous, but only used where the

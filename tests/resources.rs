@@ -29,7 +29,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{json, Value};
 
-use common::process::WorkerProcess;
+use common::process::{status_kib, WorkerProcess};
 use common::*;
 
 /// The limits a flood runs under (passed to the binary as `TW_*` variables).
@@ -209,16 +209,6 @@ fn max_size_body(job: usize, l: &Limits) -> Vec<u8> {
     // Short by at most the division's remainder and a split character per text.
     assert!(body.len() <= l.max_body_bytes && body.len() + 4 * l.max_texts >= l.max_body_bytes);
     body
-}
-
-/// Resident set of `pid`, in KiB: `VmRSS` or `VmHWM`.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("status field in kB")
 }
 
 /// Resets the kernel's peak RSS (`VmHWM`) of `pid` to its current RSS.

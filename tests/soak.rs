@@ -36,7 +36,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use common::process::WorkerProcess;
+use common::process::{status_kib, WorkerProcess};
 use common::*;
 
 /// Intervals the soak is cut into (the first is warm-up).
@@ -203,15 +203,6 @@ fn spawn_confirmer() -> (
         nacked
     });
     (tx, task)
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("status field in kB")
 }
 
 /// Value at quantile `q` of sorted `v` (nearest rank).

@@ -116,14 +116,19 @@ impl WorkerProcess {
     }
 
     fn status_field(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/<pid>/status is readable");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("status has the field in kB")
+        status_kib(self.pid(), field)
     }
+}
+
+/// A `/proc/<pid>/status` field in kB, e.g. `VmRSS:` or `VmHWM:`.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc/<pid>/status is readable");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("status has the field in kB")
 }
 
 impl Drop for WorkerProcess {

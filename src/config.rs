@@ -1108,6 +1108,27 @@ impl Config {
         }
     }
 
+    /// Jobs that tokenize (or segment) at once: one per inference thread of the
+    /// largest model. More would not run faster on the same CPUs, and each holds a
+    /// text's every token while encoding it (`docs/reliability.md`).
+    pub fn tokenize_threads(&self) -> usize {
+        self.model_list()
+            .iter()
+            .map(|m| m.total_threads())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Threads of the async runtime's blocking pool: the tokenizing jobs plus a few for
+    /// model loads, certificate reads and name lookups. With tokio's default (512) a
+    /// busy worker grew to 27–40 threads: a job waiting for a tokenize slot is woken
+    /// before the finished task's thread is idle again, so tokio starts another, and
+    /// every thread keeps its stack and a malloc arena (`docs/reliability.md`, "Soak").
+    pub fn blocking_threads(&self) -> usize {
+        self.tokenize_threads() + 4
+    }
+
     /// The queue `m` consumes (see [`ModelConfig::queue`]).
     pub fn queue_for(&self, m: &ModelConfig) -> String {
         if !m.queue.is_empty() {
@@ -1801,6 +1822,25 @@ mod tests {
         assert_eq!(m.threading(), (1, 4));
         m.replicas = 2;
         assert_eq!(m.threading(), (2, 2));
+    }
+
+    #[test]
+    fn blocking_pool_is_the_largest_models_threads_plus_four() {
+        let mut c = Config::default();
+        c.model.threads = 3;
+        assert_eq!((c.tokenize_threads(), c.blocking_threads()), (3, 7));
+        // With a model list, `[model]` is ignored and the largest model counts.
+        c.models = vec![
+            ModelConfig {
+                threads: 2,
+                ..ModelConfig::default()
+            },
+            ModelConfig {
+                threads: 5,
+                ..ModelConfig::default()
+            },
+        ];
+        assert_eq!((c.tokenize_threads(), c.blocking_threads()), (5, 9));
     }
 
     #[test]

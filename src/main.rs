@@ -70,6 +70,8 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("tw-async")
+                // Bounded: see `Config::blocking_threads`.
+                .max_blocking_threads(config.blocking_threads())
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(serve(config))

@@ -136,3 +136,60 @@ impl Drop for WorkerProcess {
         self.kill();
     }
 }
+
+/// CPU time (user + system) process `pid` has used, in clock ticks (`/proc/<pid>/stat`
+/// fields 14 and 15); `None` once it is gone.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state), so utime (14) is index 11.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The first process whose command name (`/proc/<pid>/comm`) is `comm`, e.g.
+/// "beam.smp" for RabbitMQ or "redis-server"; `None` when there is none.
+pub fn find_process(comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+}
+
+/// The whole machine's CPU time from `/proc/stat`, in clock ticks summed over all CPUs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemTicks {
+    /// Ticks not idle (iowait counts as idle).
+    pub busy: u64,
+    /// All ticks.
+    pub total: u64,
+    /// Ticks the hypervisor gave another guest while this one wanted to run.
+    pub steal: u64,
+    /// Number of CPUs (`cpuN` lines): `total / cpus` ticks pass per CPU.
+    pub cpus: u64,
+}
+
+/// Reads [`SystemTicks`] now.
+pub fn system_ticks() -> SystemTicks {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat is readable");
+    let mut lines = stat.lines();
+    let cpu: Vec<u64> = lines
+        .next()
+        .expect("/proc/stat has the cpu line")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("a tick count"))
+        .collect();
+    let cpus = lines.filter(|l| l.starts_with("cpu")).count() as u64;
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    let total: u64 = cpu.iter().take(8).sum();
+    SystemTicks {
+        busy: total - cpu[3] - cpu[4],
+        total,
+        steal: cpu.get(7).copied().unwrap_or(0),
+        cpus,
+    }
+}

@@ -157,11 +157,7 @@ impl Worker {
             max_wait: config.max_wait(),
         };
         let model_configs: Vec<ModelConfig> = config.model_list().into_iter().cloned().collect();
-        let most_threads = model_configs
-            .iter()
-            .map(ModelConfig::total_threads)
-            .max()
-            .unwrap_or(1);
+        let most_threads = config.tokenize_threads();
         // The models' engines share the CPUs this process may use (see CpuGate).
         let gate = CpuGate::new(available_cpus().max(most_threads));
         let mut wrap = Some(wrap);

@@ -199,7 +199,7 @@ impl TlsServers {
         let amqps_port = free_port(&[]);
         let rediss_port = free_port(&[]);
         let rabbit = PrivateRabbit::start(&pki.rabbit_conf(amqps_port, require_client_cert));
-        wait_port(amqps_port, Duration::from_secs(60));
+        rabbit.wait_port(amqps_port, Duration::from_secs(60));
         let args = pki.redis_args(rediss_port, require_client_cert);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let redis = PrivateRedis::start(&args);

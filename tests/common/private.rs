@@ -41,11 +41,19 @@ fn private_dir(kind: &str) -> PathBuf {
 
 /// Blocks until `port` accepts TCP connections.
 pub fn wait_port(port: u16, timeout: Duration) {
+    assert!(try_wait_port(port, timeout), "port {port} never opened");
+}
+
+/// Waits until `port` accepts TCP connections; false after `timeout`.
+pub fn try_wait_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 fn kill_pid(pid: u32) {
@@ -121,7 +129,34 @@ impl PrivateRabbit {
             .spawn()
             .expect("rabbitmq-server is installed (scripts/setup.sh)");
         self.child = Some(child);
-        wait_port(self.port, Duration::from_secs(60));
+        self.wait_port(self.port, Duration::from_secs(60));
+    }
+
+    /// Waits for one of the node's ports; on timeout, panics with the end of its logs
+    /// (the temp dir holding them is gone once the test unwinds).
+    pub fn wait_port(&self, port: u16, timeout: Duration) {
+        if !try_wait_port(port, timeout) {
+            panic!(
+                "port {port} never opened; broker logs:\n{}",
+                self.log_tail(40)
+            );
+        }
+    }
+
+    /// The last `lines` lines of the node's stdout/stderr and of its own log files.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut files = vec![self.dir.join("server.log")];
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("log")) {
+            files.extend(entries.filter_map(|e| Some(e.ok()?.path())));
+        }
+        let mut out = String::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&format!("== {}\n{}\n", f.display(), tail.join("\n")));
+        }
+        out
     }
 
     /// Stops the node cleanly (`rabbitmqctl stop`), as an operator's restart does.

@@ -221,7 +221,7 @@ impl Worker {
                 defaults,
             });
         }
-        let tokenize_permits = Arc::new(tokio::sync::Semaphore::new(config.tokenize_threads()));
+        let tokenize_permits = Arc::new(tokio::sync::Semaphore::new(most_threads));
         let _ = metrics.build_info.set(BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
             model: models

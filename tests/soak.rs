@@ -250,13 +250,17 @@ struct CpuSample {
     system: SystemTicks,
 }
 
-/// Mean of the RSS samples taken in `[from, to)`, `None` without any.
-fn mean_rss(rss: &[(Instant, u64)], from: Instant, to: Instant) -> Option<f64> {
-    let w: Vec<u64> = rss
-        .iter()
+/// The RSS samples (KiB) taken in `[from, to)`.
+fn rss_in(rss: &[(Instant, u64)], from: Instant, to: Instant) -> Vec<u64> {
+    rss.iter()
         .filter(|(t, _)| *t >= from && *t < to)
         .map(|(_, kib)| *kib)
-        .collect();
+        .collect()
+}
+
+/// Mean of the RSS samples taken in `[from, to)`, `None` without any.
+fn mean_rss(rss: &[(Instant, u64)], from: Instant, to: Instant) -> Option<f64> {
+    let w = rss_in(rss, from, to);
     (!w.is_empty()).then(|| w.iter().sum::<u64>() as f64 / w.len() as f64)
 }
 
@@ -477,12 +481,7 @@ async fn soak_at_80_percent_keeps_rss_and_latency_flat() {
         }
         lat.sort_by(f64::total_cmp);
         let mean = mean_rss(&rss, from, to).unwrap_or(f64::NAN);
-        let max_rss = rss
-            .iter()
-            .filter(|(t, _)| *t >= from && *t < to)
-            .map(|(_, kib)| *kib)
-            .max()
-            .unwrap_or(0);
+        let max_rss = rss_in(&rss, from, to).into_iter().max().unwrap_or(0);
         let (p50, p99) = (quantile(&lat, 0.50), quantile(&lat, 0.99));
         let mut row = json!({
             "phase": "interval", "interval": k,

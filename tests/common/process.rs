@@ -160,7 +160,7 @@ pub fn find_process(comm: &str) -> Option<u32> {
 }
 
 /// The whole machine's CPU time from `/proc/stat`, in clock ticks summed over all CPUs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SystemTicks {
     /// Ticks not idle (iowait counts as idle).
     pub busy: u64,

@@ -79,8 +79,11 @@ fn job_parsing(c: &mut Criterion) {
 fn batch_assembly(c: &mut Criterion) {
     let policy = Policy {
         max_batch_size: 32,
+        min_batch_size: 32,
         max_batch_tokens: 4096,
         max_wait: Duration::from_millis(5),
+        max_delay: Duration::from_secs(3600),
+        max_queued: 1024,
     };
     let now = Instant::now();
     let options = greedy();
@@ -95,7 +98,7 @@ fn batch_assembly(c: &mut Criterion) {
             })
             .collect();
         g.bench_with_input(BenchmarkId::new("queued", depth), &queue, |b, q| {
-            b.iter(|| black_box(next_batch(black_box(q), now, &policy, 1, 2)))
+            b.iter(|| black_box(next_batch(black_box(q), now, &policy, 1, 2, 0)))
         });
     }
     g.finish();

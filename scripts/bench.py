@@ -7,12 +7,25 @@ Run it through scripts/bench.sh, which builds the binary and prepares the model 
 the Python wheel; see docs/benchmarks.md for the figures and what they mean.
 
 Legs (all against the real RabbitMQ and Redis on this machine):
-  engine      `translation-worker bench-engine`: raw translate_batch, the ceiling.
-  wheel       the official CTranslate2 wheel, its default threading (1 replica x 2).
-  worker64    the worker end to end, 1 text per job, 64 in flight, all misses.
-  worker1     the same, 1 in flight (batching gain).
-  hits64      the worker with every text cached, 64 in flight.
-  echo64      `translation-worker echo`: the broker round trip with no model.
+  ceiling     `translation-worker bench-engine`, one call over all sentences, which
+              CTranslate2 sorts by length before cutting batches; 2 replicas x 1
+              thread (the worker's threading): the sorted ceiling.
+  window W    (d) bench-engine --window W: the worker's batching policy holding only
+              W sentences at a time, its batches run straight on the engine: the most
+              a batcher can do that sees W texts.
+  in_order    bench-engine --in-order: unsorted batches of the worker's size.
+  wheel       (e) the official CTranslate2 wheel, raw translate_batch, 1 x 2 (its
+              default) and 2 x 1.
+  closed      (a) the worker end to end, 1 sentence a job, 64 in flight, all misses.
+  backlog     (b) every job published at once (a backlog), 1 sentence a job.
+  documents   (c) 20-sentence documents, split: sentences, 8 in flight.
+  peer        (f) scripts/peer_worker.py (pika + wheel + redis-py, micro-batches of
+              up to 32) under (a), at 1 x 2 and 2 x 1.
+  beam4       (g) leg (a) with beam 4, against the sorted ceiling at beam 4.
+  baseline    leg (a) with --baseline-bin (an earlier build), for latency.
+  worker1     1 in flight (batching gain).
+  hits64      the worker with every text cached, 64 in flight; echo64: `echo`, the
+              broker round trip with no model.
   lone        one job at a time on an idle worker, cache off, vs the engine on
               the same sentence alone (idle latency overhead).
   two1x1      two worker processes of 1 thread each on one queue vs one of 2.
@@ -30,6 +43,7 @@ import urllib.request
 import uuid
 
 AMQP = os.environ.get("TW_AMQP__URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+BIN = "translation-worker"  # set from --bin in main()
 
 
 def log(msg: str) -> None:
@@ -105,11 +119,49 @@ def loadgen(binary, exchange, sentences, jobs, concurrency, verify=True, extra=(
     return run_json(cmd)
 
 
-def engine(binary, model, sentences, limit, replicas, threads, repeat, batch=32, in_order=False):
-    return run_json([binary, "bench-engine", "--model", model, "--sentences", sentences,
-                     "--limit", str(limit), "--repeat", str(repeat), "--replicas",
-                     str(replicas), "--threads-per-replica", str(threads),
-                     "--max-batch-size", str(batch)] + (["--in-order"] if in_order else []))
+def engine(binary, model, sentences, limit, replicas, threads, repeat, batch=32, in_order=False,
+           window=0, tokens=None, beam=1, min_batch=None):
+    cmd = [binary, "bench-engine", "--model", model, "--sentences", sentences,
+           "--limit", str(limit), "--repeat", str(repeat), "--replicas",
+           str(replicas), "--threads-per-replica", str(threads),
+           "--max-batch-size", str(batch), "--beam-size", str(beam)]
+    if in_order:
+        cmd.append("--in-order")
+    if window:
+        cmd += ["--window", str(window)]
+    if tokens:
+        cmd += ["--max-batch-tokens", str(tokens)]
+    if min_batch:
+        cmd += ["--min-batch-size", str(min_batch)]
+    return run_json(cmd)
+
+
+def wheel(python, model, sentences, limit, repeat, inter, intra, beam=1):
+    return run_json([python, "scripts/bench_engine_wheel.py", "--model", model,
+                     "--sentences", sentences, "--limit", str(limit), "--repeat", str(repeat),
+                     "--inter-threads", str(inter), "--intra-threads", str(intra),
+                     "--beam-size", str(beam)])
+
+
+def peer(python, model, sentences, jobs, inter, intra):
+    """(f): the Python peer worker under leg (a)'s load."""
+    ex, q = names()
+    ready = os.path.join(tempfile.mkdtemp(prefix="twpeer-"), "ready")
+    proc = subprocess.Popen([python, "scripts/peer_worker.py", "--amqp-url", AMQP,
+                             "--exchange", ex, "--queue", q, "--model", model,
+                             "--inter-threads", str(inter), "--intra-threads", str(intra),
+                             "--key-prefix", "twb-peer-" + uuid.uuid4().hex[:12],
+                             "--ready-file", ready])
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(ready):
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit("peer worker never became ready")
+            time.sleep(0.1)
+        return loadgen(BIN, ex, sentences, jobs, 64)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def names():
@@ -117,146 +169,296 @@ def names():
     return f"twb-{tag}", f"twb-{tag}.jobs"
 
 
+def best(runs, key="segments_per_sec"):
+    return max(runs, key=lambda x: x[key])
+
+
+def worker_leg(a, label, jobs, concurrency, sentences=None, extra=(), env=None, binary=None,
+               per_run=None):
+    """Best of --repeat runs of loadgen against a fresh worker (fresh cache prefix)."""
+    runs = []
+    for _ in range(max(1, a.repeat)):
+        ex, q = names()
+        w = Worker(binary or a.bin, a.model, ex, q, threads=2, extra=env)
+        try:
+            r = loadgen(a.bin, ex, sentences or SENTS, jobs, concurrency, extra=extra)
+            if per_run:
+                per_run(r, ex)
+            runs.append(r)
+        finally:
+            w.stop()
+    log(f"{label}: " + ", ".join(f"{x['segments_per_sec']:.2f}" for x in runs) + " seg/s")
+    return runs
+
+
+SENTS = ""
+
+
 def main() -> None:
+    global BIN, SENTS
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin", required=True)
+    p.add_argument("--baseline-bin", help="an earlier build: leg (a) again, for latency")
     p.add_argument("--model", required=True)
     p.add_argument("--sentences", required=True)
-    p.add_argument("--jobs", type=int, default=300, help="sentences in the throughput legs")
-    p.add_argument("--jobs-c1", type=int, default=60, help="jobs in the 1-in-flight leg")
+    p.add_argument("--jobs", type=int, default=600, help="sentences in the throughput legs")
+    p.add_argument("--jobs-c1", type=int, default=40, help="jobs in the 1-in-flight leg")
     p.add_argument("--hit-jobs", type=int, default=3000, help="jobs in the cache-hit/echo legs")
     p.add_argument("--lone", type=int, default=20, help="lone jobs in the idle-latency leg")
+    p.add_argument("--doc-sentences", type=int, default=20)
+    p.add_argument("--windows", default="64,160,600",
+                   help="window sizes of leg (d); 0 or 'none' skips it")
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--skip", default="", help="comma-separated legs to skip: "
+                   "wheel,peer,beam4,lone,hits,two1x1,worker1,windows")
     p.add_argument("--python", default=sys.executable, help="interpreter with ctranslate2")
     p.add_argument("--json-out", help="write every leg's raw result here")
+    p.add_argument("--curve", action="store_true",
+                   help="only the engine's efficiency curve: sentences/s against batch size "
+                        "(sorted and unsorted) and token budget, 2 replicas x 1 thread")
     a = p.parse_args()
+    BIN = a.bin
+    if a.curve:
+        return curve(a)
+    skip = set(filter(None, a.skip.split(",")))
 
     with open(a.sentences, encoding="utf-8") as f:
         lines = [l.rstrip("\n") for l in f if l.strip()]
     if len(lines) < a.jobs:
         raise SystemExit(f"{a.sentences} has {len(lines)} sentences, fewer than --jobs {a.jobs}")
     tmp = tempfile.mkdtemp(prefix="twbench-")
-    sents = os.path.join(tmp, "sentences.txt")
-    with open(sents, "w", encoding="utf-8") as f:
+    SENTS = os.path.join(tmp, "sentences.txt")
+    with open(SENTS, "w", encoding="utf-8") as f:
         f.write("\n".join(lines[: a.jobs]) + "\n")
+    sents = SENTS
     lone_file = os.path.join(tmp, "lone.txt")
     # A sentence of median length stands for "a lone job".
     lone_sentence = sorted(lines[: a.jobs], key=len)[a.jobs // 2]
     with open(lone_file, "w", encoding="utf-8") as f:
         f.write(lone_sentence + "\n")
-    r = {}
+    # The worker's batching settings (its defaults unless set in the environment, which
+    # the worker children inherit): the window legs run the same policy.
+    batch = int(os.environ.get("TW_BATCH__MAX_BATCH_SIZE", "64"))
+    min_batch = int(os.environ.get("TW_BATCH__MIN_BATCH_SIZE", "32"))
+    tokens = os.environ.get("TW_BATCH__MAX_BATCH_TOKENS", "8192")
+    r = {"batch": batch, "min_batch": min_batch, "tokens": tokens}
 
-    log("engine: bench-engine 2 replicas x 1 thread (the worker's default on 2 cores)")
-    r["engine"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat)
-    # The gap's main part: CTranslate2 sorts one call's sentences by length before
-    # cutting batches; a service only ever sees the jobs in flight. The same engine fed
-    # unsorted batches of the worker's size shows what batching in arrival order costs.
-    worker_batch = int(os.environ.get("TW_BATCH__MAX_BATCH_SIZE", "16"))
-    log(f"engine: unsorted batches of {worker_batch} in file order")
-    r["engine_in_order"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat,
-                                  batch=worker_batch, in_order=True)
-    log("wheel: CTranslate2 wheel at its default threading (1 x 2)")
-    r["wheel"] = run_json([a.python, "scripts/bench_engine_wheel.py", "--model", a.model,
-                           "--sentences", sents, "--limit", str(a.jobs), "--repeat",
-                           str(a.repeat), "--inter-threads", "1", "--intra-threads", "2"])
+    log("ceiling: bench-engine, one sorted call, 2 replicas x 1 thread")
+    r["ceiling32"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=32)
+    r["ceiling"] = r["ceiling32"]
+    if batch != 32:
+        r["ceiling_b"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=batch)
+        r["ceiling"] = best([r["ceiling32"], r["ceiling_b"]], "sentences_per_sec")
+    ceiling = r["ceiling"]["sentences_per_sec"]
+    log(f"engine: unsorted batches of {batch} in file order")
+    r["in_order"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=batch,
+                           in_order=True)
+    r["windows"] = {}
+    if "windows" not in skip and a.windows not in ("", "0", "none"):
+        for w in [int(x) for x in a.windows.split(",")]:
+            log(f"(d) the policy over a window of {w}, batches run on the engine")
+            r["windows"][w] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat,
+                                     batch=batch, window=w, tokens=tokens, min_batch=min_batch)
+    if "wheel" not in skip:
+        log("(e) wheel raw 1 x 2 (its default) and 2 x 1")
+        r["wheel12"] = wheel(a.python, a.model, sents, a.jobs, a.repeat, 1, 2)
+        r["wheel21"] = wheel(a.python, a.model, sents, a.jobs, a.repeat, 2, 1)
 
-    log("worker: 64 in flight, all misses (best of --repeat, each on a fresh cache), then all hits")
-    runs = []
-    for i in range(max(1, a.repeat)):
+    log("(a) closed loop: 64 in flight, one sentence a job, all misses")
+    hits = {}
+
+    def hits_after(run, ex):
+        # Every sentence is now cached: the hit path, from a repeat pool of them.
+        if "hits" not in skip and "hits64" not in hits:
+            hits["hits64"] = loadgen(a.bin, ex, sents, a.hit_jobs, 64)
+
+    r["closed_runs"] = worker_leg(a, "(a)", a.jobs, 64, per_run=hits_after)
+    r["closed"] = best(r["closed_runs"])
+    r.update(hits)
+    log("(b) backlog: every job published at once")
+    r["backlog_runs"] = worker_leg(a, "(b)", a.jobs, a.jobs)
+    r["backlog"] = best(r["backlog_runs"])
+    docs = a.jobs // a.doc_sentences
+    log(f"(c) documents: {docs} of {a.doc_sentences} sentences, split: sentences, 8 in flight")
+    r["documents_runs"] = worker_leg(a, "(c)", docs, 8,
+                                     extra=("--document-sentences", str(a.doc_sentences)))
+    for x in r["documents_runs"]:
+        # The corpus lines sent, per second (the segmenter may cut a line further).
+        x["lines_per_sec"] = x["answered"] * a.doc_sentences / x["elapsed_s"]
+    r["documents"] = best(r["documents_runs"], "lines_per_sec")
+    if a.baseline_bin:
+        log("baseline: leg (a) against --baseline-bin")
+        r["baseline_runs"] = worker_leg(a, "baseline (a)", a.jobs, 64, binary=a.baseline_bin)
+        r["baseline"] = best(r["baseline_runs"])
+    if "peer" not in skip:
+        log("(f) the Python peer worker under (a), 1 x 2 and 2 x 1")
+        r["peer12"] = peer(a.python, a.model, sents, a.jobs, 1, 2)
+        r["peer21"] = peer(a.python, a.model, sents, a.jobs, 2, 1)
+    if "beam4" not in skip:
+        log("(g) leg (a) with beam 4, and the sorted ceiling at beam 4")
+        r["ceiling_beam4"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, 1, batch=32, beam=4)
+        runs = worker_leg(a, "(g)", a.jobs, 64, extra=("--beam-size", "4"))
+        r["beam4"] = best(runs)
+
+    if "worker1" not in skip:
+        log("worker: 1 in flight, all misses")
         ex, q = names()
         w = Worker(a.bin, a.model, ex, q, threads=2)
         try:
-            runs.append(loadgen(a.bin, ex, sents, a.jobs, 64))
-            if i == a.repeat - 1 or a.repeat <= 1:
-                # Every sentence is now cached: the hit path, from a repeat pool of them.
-                r["hits64"] = loadgen(a.bin, ex, sents, a.hit_jobs, 64)
+            r["worker1"] = loadgen(a.bin, ex, sents, min(a.jobs_c1, a.jobs), 1)
         finally:
             w.stop()
-    r["worker64_runs"] = runs
-    r["worker64"] = max(runs, key=lambda x: x["segments_per_sec"])
 
-    log("worker: 1 in flight, all misses")
-    ex, q = names()
-    w = Worker(a.bin, a.model, ex, q, threads=2)
-    try:
-        r["worker1"] = loadgen(a.bin, ex, sents, min(a.jobs_c1, a.jobs), 1)
-    finally:
-        w.stop()
+    if "hits" not in skip:
+        log("echo: broker round trip with no model, 64 in flight")
+        ex, q = names()
+        echo = subprocess.Popen([a.bin, "echo", "--amqp-url", AMQP, "--exchange", ex,
+                                 "--queue", q, "--dead-letter", q + ".dead", "--pair", "ko-en"],
+                                stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)
+            r["echo64"] = loadgen(a.bin, ex, sents, a.hit_jobs, 64)
+        finally:
+            echo.send_signal(signal.SIGTERM)
+            echo.wait(timeout=30)
 
-    log("echo: broker round trip with no model, 64 in flight")
-    ex, q = names()
-    echo = subprocess.Popen([a.bin, "echo", "--amqp-url", AMQP, "--exchange", ex,
-                             "--queue", q, "--dead-letter", q + ".dead", "--pair", "ko-en"], stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
-        r["echo64"] = loadgen(a.bin, ex, sents, a.hit_jobs, 64)
-    finally:
-        echo.send_signal(signal.SIGTERM)
-        echo.wait(timeout=30)
-
-    log("lone job latency on an idle worker (cache off) vs the engine alone")
-    # The engine legs run before and after the worker's, and their runs are pooled:
-    # a difference of a few ms out of ~200 must not come from the machine's drift.
-    before = engine(a.bin, a.model, lone_file, 1, 2, 1, a.lone, batch=1)
-    ex, q = names()
-    w = Worker(a.bin, a.model, ex, q, threads=2, cache=False)
-    try:
-        r["lone_worker"] = loadgen(a.bin, ex, lone_file, a.lone, 1)
-    finally:
-        w.stop()
-    after = engine(a.bin, a.model, lone_file, 1, 2, 1, a.lone, batch=1)
-    r["lone_engine"] = {"runs": before["runs"] + after["runs"]}
-
-    log("scaling: two worker processes of 1 thread each on one queue")
-    ex, q = names()
-    prefix = "twb-" + uuid.uuid4().hex[:12]
-    ws = [Worker(a.bin, a.model, ex, q, threads=1, prefix=prefix) for _ in range(2)]
-    try:
-        r["two1x1"] = loadgen(a.bin, ex, sents, a.jobs, 64)
-    finally:
-        for w in ws:
+    if "lone" not in skip:
+        log("lone job latency on an idle worker (cache off) vs the engine alone")
+        # The engine legs run before and after the worker's, and their runs are pooled:
+        # a difference of a few ms out of ~200 must not come from the machine's drift.
+        before = engine(a.bin, a.model, lone_file, 1, 2, 1, a.lone, batch=1)
+        ex, q = names()
+        w = Worker(a.bin, a.model, ex, q, threads=2, cache=False)
+        try:
+            r["lone_worker"] = loadgen(a.bin, ex, lone_file, a.lone, 1)
+        finally:
             w.stop()
+        after = engine(a.bin, a.model, lone_file, 1, 2, 1, a.lone, batch=1)
+        r["lone_engine"] = {"runs": before["runs"] + after["runs"]}
+
+    if "two1x1" not in skip:
+        log("scaling: two worker processes of 1 thread each on one queue")
+        ex, q = names()
+        prefix = "twb-" + uuid.uuid4().hex[:12]
+        ws = [Worker(a.bin, a.model, ex, q, threads=1, prefix=prefix) for _ in range(2)]
+        try:
+            r["two1x1"] = loadgen(a.bin, ex, sents, a.jobs, 64)
+        finally:
+            for w in ws:
+                w.stop()
 
     if a.json_out:
         with open(a.json_out, "w", encoding="utf-8") as f:
             json.dump(r, f, indent=2)
+    report(a, r, ceiling)
 
-    eng = r["engine"]["sentences_per_sec"]
-    wheel = r["wheel"]["sentences_per_sec"]
-    w64 = r["worker64"]["segments_per_sec"]
-    # A ~2 ms difference out of ~200: the engine legs run before and after the worker's
-    # and are pooled; medians are the figure, the fastest of each side a cross-check
-    # (other load on a shared machine can only add time).
-    lone_engine_ms = min(1000.0 / s for s in r["lone_engine"]["runs"])
-    lone_worker_ms = r["lone_worker"]["latency_ms"]["min"]
-    lone_engine_p50 = statistics.median(1000.0 / s for s in r["lone_engine"]["runs"])
-    lone_worker_p50 = r["lone_worker"]["latency_ms"]["p50"]
-    figures = [
-        ("pipeline efficiency (worker 64 in flight / bench-engine)", w64 / eng, ">= 0.95"),
-        ("  same, vs the engine fed unsorted batches of the worker's size",
-         w64 / r["engine_in_order"]["sentences_per_sec"], "(diagnostic)"),
-        ("cache-hit path (worker all hits / echo, jobs/s)",
-         r["hits64"]["jobs_per_sec"] / r["echo64"]["jobs_per_sec"], ">= 0.8"),
-        ("batching gain (64 in flight / 1 in flight)",
-         w64 / r["worker1"]["segments_per_sec"], ""),
-        ("idle latency overhead, ms (lone job p50 - engine alone median)",
-         lone_worker_p50 - lone_engine_p50, "<= 2 ms"),
-        ("  same, fastest of each", lone_worker_ms - lone_engine_ms, "(diagnostic)"),
-        ("multi-worker scaling (2 processes x 1 thread / 1 x 2 threads)",
-         r["two1x1"]["segments_per_sec"] / w64, ""),
-        ("headline (worker 64 in flight / wheel default 1x2)", w64 / wheel, ">= 1.2"),
-    ]
+
+def curve(a) -> None:
+    """The engine's efficiency curve, as ratios to the best point of the run."""
+    with open(a.sentences, encoding="utf-8") as f:
+        lines = [l.rstrip("\n") for l in f if l.strip()][: a.jobs]
+    sents = os.path.join(tempfile.mkdtemp(prefix="twcurve-"), "sentences.txt")
+    with open(sents, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    rows = []
+    for b in (4, 8, 16, 32, 64, 128):
+        log(f"curve: batch {b}, sorted and unsorted")
+        rows.append((f"sorted, max {b} texts", engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=b)))
+        rows.append((f"unsorted, {b} texts", engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=b,
+                                                  in_order=True)))
+    for t in (512, 1024, 2048, 4096):
+        log(f"curve: token budget {t} (sorted, up to 256 texts)")
+        rows.append((f"sorted, max {t} padded tokens", engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat,
+                                                            batch=256, window=len(lines), tokens=t)))
+    top = max(x["sentences_per_sec"] for _, x in rows)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
-    print(f"CPU: {cpu}; model: {a.model}; sentences: {a.jobs} of {a.sentences}")
-    print(f"(scale only: engine {eng:.2f} sent/s, unsorted "
-          f"{r['engine_in_order']['sentences_per_sec']:.2f}, wheel {wheel:.2f}, worker {w64:.2f}, "
-          f"lone job {lone_worker_ms:.2f} ms vs engine {lone_engine_ms:.2f} ms fastest, "
-          f"{lone_worker_p50:.2f} vs {lone_engine_p50:.2f} median)")
+    print(f"CPU: {cpu}; model: {a.model}; {len(lines)} sentences; 2 replicas x 1 thread")
+    print(f"{'batches':<34} {'vs best':>8} {'batches':>8} {'padded/real':>12}")
+    for name, x in rows:
+        print(f"{name:<34} {x['sentences_per_sec'] / top:8.3f} {x['batches']:8d} "
+              f"{x['padded_tokens'] / max(1, x['source_tokens']):12.3f}")
+    print(f"(scale only: best {top:.2f} sentences/s)")
+    if a.json_out:
+        with open(a.json_out, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+
+
+def report(a, r, ceiling) -> None:
+    closed = r["closed"]["segments_per_sec"]
+    figures = [
+        ("(a) closed loop, 64 in flight / sorted ceiling", closed / ceiling, ">= 0.85"),
+        ("(b) backlog / sorted ceiling", r["backlog"]["segments_per_sec"] / ceiling, ">= 0.95"),
+        ("(c) documents (corpus lines/s) / sorted ceiling",
+         r["documents"]["lines_per_sec"] / ceiling, ">= 0.95"),
+    ]
+    for w, x in sorted(r["windows"].items(), key=lambda kv: int(kv[0])):
+        figures.append((f"(d) policy over a window of {w} / sorted ceiling",
+                        x["sentences_per_sec"] / ceiling,
+                        f"(padded/real tokens {x['padded_tokens'] / max(1, x['source_tokens']):.3f})"))
+    figures.append(("  unsorted batches of the worker's size / sorted ceiling",
+                    r["in_order"]["sentences_per_sec"] / ceiling,
+                    f"(padded/real tokens {r['in_order']['padded_tokens'] / max(1, r['in_order']['source_tokens']):.3f})"))
+    if "wheel12" in r:
+        figures += [
+            ("(a) / (e) wheel raw 1 x 2 (its default)", closed / r["wheel12"]["sentences_per_sec"], ">= 1.3"),
+            ("(a) / (e) wheel raw 2 x 1", closed / r["wheel21"]["sentences_per_sec"], ""),
+        ]
+    if "peer12" in r:
+        peer_best = max(r["peer12"]["segments_per_sec"], r["peer21"]["segments_per_sec"])
+        figures.append(("(a) / (f) Python peer at its best threading", closed / peer_best, ">= 1.8"))
+    if "beam4" in r:
+        figures.append(("(g) (a) with beam 4 / sorted ceiling at beam 4",
+                        r["beam4"]["segments_per_sec"] / r["ceiling_beam4"]["sentences_per_sec"], ""))
+    if "baseline" in r:
+        figures.append(("p99 latency under (a): this build / baseline",
+                        r["closed"]["latency_ms"]["p99"] / r["baseline"]["latency_ms"]["p99"], "<= 1.0"))
+        figures.append(("(a) throughput: this build / baseline",
+                        closed / r["baseline"]["segments_per_sec"], ""))
+    if "hits64" in r and "echo64" in r:
+        figures.append(("cache-hit path (worker all hits / echo, jobs/s)",
+                        r["hits64"]["jobs_per_sec"] / r["echo64"]["jobs_per_sec"], ">= 0.8"))
+    if "worker1" in r:
+        figures.append(("batching gain (64 in flight / 1 in flight)",
+                        closed / r["worker1"]["segments_per_sec"], ""))
+    if "lone_worker" in r:
+        lone_engine_ms = min(1000.0 / s for s in r["lone_engine"]["runs"])
+        lone_worker_ms = r["lone_worker"]["latency_ms"]["min"]
+        lone_engine_p50 = statistics.median(1000.0 / s for s in r["lone_engine"]["runs"])
+        lone_worker_p50 = r["lone_worker"]["latency_ms"]["p50"]
+        figures += [
+            ("idle latency overhead, ms (lone job p50 - engine alone median)",
+             lone_worker_p50 - lone_engine_p50, "<= 2 ms"),
+            ("  same, fastest of each", lone_worker_ms - lone_engine_ms, "(diagnostic)"),
+        ]
+    if "two1x1" in r:
+        figures.append(("multi-worker scaling (2 processes x 1 thread / 1 x 2 threads)",
+                        r["two1x1"]["segments_per_sec"] / closed, ""))
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), "?")
+    print(f"CPU: {cpu}; model: {a.model}; sentences: {a.jobs} of {a.sentences}; "
+          f"worker batches {r['min_batch']}..{r['batch']} texts, {r['tokens']} tokens")
+    scale = [f"ceiling {ceiling:.2f} sent/s", f"(a) {closed:.2f}",
+             f"(b) {r['backlog']['segments_per_sec']:.2f}",
+             f"(c) {r['documents']['lines_per_sec']:.2f} lines/s",
+             f"unsorted {r['in_order']['sentences_per_sec']:.2f}"]
+    for k in ("wheel12", "wheel21"):
+        if k in r:
+            scale.append(f"{k} {r[k]['sentences_per_sec']:.2f}")
+    for k in ("peer12", "peer21", "beam4", "baseline"):
+        if k in r:
+            scale.append(f"{k} {r[k]['segments_per_sec']:.2f}")
+    if "ceiling_beam4" in r:
+        scale.append(f"ceiling_beam4 {r['ceiling_beam4']['sentences_per_sec']:.2f}")
+    print("(scale only: " + ", ".join(scale) + ")")
+    lat = [f"{k} p50 {r[k]['latency_ms']['p50']:.0f} / p99 {r[k]['latency_ms']['p99']:.0f} ms"
+           for k in ("closed", "baseline") if k in r]
+    print("(latency: " + "; ".join(lat) + ")")
     for name, value, target in figures:
         print(f"{name:<64} {value:8.3f}  {('target ' + target) if target.startswith(('<', '>')) else target}")
-    legs = [v for v in r.values() if isinstance(v, dict)] + r["worker64_runs"]
+    legs = [v for v in r.values() if isinstance(v, dict) and "lost" in v]
+    legs += [x for k, v in r.items() if k.endswith("_runs") for x in v]
     lost = sum(v.get("lost", 0) for v in legs)
     bad = sum(v.get("mismatches", 0) for v in legs)
     if lost or bad:

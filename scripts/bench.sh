@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The project benchmark (issue 4): worker end to end vs the engine beneath it, the
-# cache-hit path vs a model-less echo consumer, batching gain, idle latency overhead,
-# two processes vs one, and the headline vs the official CTranslate2 wheel. One run,
-# ratios printed. Needs RabbitMQ and Redis (started by scripts/prepare.sh).
+# The project benchmark: the worker end to end (closed loop, backlog, documents, beam
+# 4) against the sorted ceiling of the engine beneath it, the policy over windows of W
+# texts, the official CTranslate2 wheel, a Python peer worker, the previous build
+# (--baseline-bin), the cache-hit path, idle latency and scaling. One run, ratios
+# printed (scripts/bench.py lists the legs). Needs RabbitMQ and Redis (started by
+# scripts/prepare.sh).
 #
 #   scripts/bench.sh            full run: release build, OPUS-MT-shaped copy model
+#   scripts/bench.sh --curve    the engine's efficiency curve (batch size, token budget)
 #   scripts/bench.sh --tiny     CI smoke run: the bundled tiny model, a few jobs
 #                               (the figures mean nothing; it keeps the script working)
 #
@@ -17,7 +20,7 @@ source scripts/prepare.sh
 # The wheel leg and the model generator need the ctranslate2 wheel: a pinned venv
 # outside the clone, created once.
 VENV="$HOME/.cache/translation-worker/bench-venv"
-if ! "$VENV/bin/python" -c "import ctranslate2, sentencepiece, numpy, yaml" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import ctranslate2, sentencepiece, numpy, yaml, pika, redis" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet -r scripts/bench-requirements.txt
 fi

@@ -33,16 +33,29 @@ pub enum BatchError {
     Closed,
 }
 
-/// When to cut a batch.
+/// When to cut a batch, and which texts it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// Most distinct texts in a batch.
     pub max_batch_size: usize,
+    /// Fewest texts a batch is made of when more are in flight: the batch size adapts
+    /// to the load as in-flight texts ÷ (2 × replicas), between this and
+    /// `max_batch_size`, so that as many texts wait to be sorted as run. Equal to
+    /// `max_batch_size`: a fixed size.
+    pub min_batch_size: usize,
     /// Most padded tokens (texts × longest source) in a batch; a single longer text
     /// still goes alone.
     pub max_batch_tokens: usize,
     /// Longest a text waits for a fuller batch while some replica is busy.
     pub max_wait: Duration,
+    /// Longest a text may be passed over for batches of better-matched texts. Younger
+    /// than this, the batcher cuts whichever full batch pads least among everything it
+    /// holds; once the oldest text is this old, the next batch is the one holding it.
+    /// Zero: every batch holds the oldest text.
+    pub max_delay: Duration,
+    /// Most distinct texts the queue task holds to choose from (the sorting window;
+    /// not read by [`next_batch`]). Submitters wait beyond it.
+    pub max_queued: usize,
 }
 
 /// What the policy needs to know about a queued text.
@@ -69,19 +82,99 @@ pub enum Decision {
     Cut(Vec<usize>),
 }
 
-/// Decides whether to cut a batch now (pure: no clock, no I/O).
+/// A run of texts that are neighbours in length order: `sorted[start..end]`.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: usize,
+    end: usize,
+    /// Padded tokens: texts × longest.
+    padded: usize,
+    /// Real tokens.
+    real: usize,
+    /// Whether it holds as much as a batch may: `max_batch_size` texts, or the next
+    /// text in length order would break `max_batch_tokens`.
+    full: bool,
+}
+
+impl Run {
+    /// `self` pads less than `other`, relative to the work it carries (real tokens);
+    /// compared exactly by cross-multiplication. An all-empty run pads nothing.
+    fn pads_less_than(&self, other: &Run) -> bool {
+        let waste = |r: &Run| (r.padded - r.real) as u128;
+        let real = |r: &Run| r.real.max(1) as u128;
+        waste(self) * real(other) < waste(other) * real(self)
+    }
+}
+
+/// Cuts `lens` (sorted longest first) into consecutive runs, each as large as a batch
+/// may be: CTranslate2's own sort-then-cut (it too cuts from the longest). Only the
+/// last run, the shortest texts, can be less than full.
+fn partition(lens: &[usize], max_size: usize, max_tokens: usize) -> Vec<Run> {
+    let n = lens.len();
+    let max_size = max_size.max(1);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < n {
+        // Longest first: the run's first text sets its padded width. A text alone
+        // always fits, even over the token budget.
+        let width = lens[start];
+        let mut end = start + 1;
+        let mut real = width;
+        while end < n
+            && end - start < max_size
+            && width.saturating_mul(end + 1 - start) <= max_tokens
+        {
+            real += lens[end];
+            end += 1;
+        }
+        runs.push(Run {
+            start,
+            end,
+            padded: width.saturating_mul(end - start),
+            real,
+            // It stopped short of the last text: count or budget.
+            full: end - start >= max_size || end < n,
+        });
+        start = end;
+    }
+    runs
+}
+
+/// The batch size for `in_flight` texts (queued and running) on `replicas` replicas:
+/// half of each replica's share, so that while one batch runs per replica as many
+/// texts wait to be chosen from by length, between `min_batch_size` and
+/// `max_batch_size`.
+pub fn batch_size(policy: &Policy, in_flight: usize, replicas: usize) -> usize {
+    let max = policy.max_batch_size.max(1);
+    let min = policy.min_batch_size.clamp(1, max);
+    in_flight.div_ceil(2 * replicas.max(1)).clamp(min, max)
+}
+
+/// Decides whether to cut a batch now, and which texts (pure: no clock, no I/O).
 ///
-/// The batch is the oldest text plus later texts with the same options, up to
-/// `max_batch_size` texts and `max_batch_tokens` padded tokens: in arrival order when
-/// they all fit, otherwise those closest in length to the oldest (less padding).
-/// It is cut when it is full, when its oldest text has waited `max_wait`, or at once
-/// when the whole engine is idle: a lone job on an idle worker never waits.
+/// The texts that share the oldest text's options are sorted by length and cut into
+/// runs as CTranslate2 cuts one large call (longest first, each run up to
+/// `max_batch_size` texts and `max_batch_tokens` padded tokens): a batch is always
+/// one of these runs, so its texts are of similar length (little padding, and decoder
+/// steps that keep every row busy), and taking whole runs leaves the others intact.
+/// Which run:
+/// - while the oldest text is younger than `max_delay`, the **full** run that pads
+///   least relative to its real tokens (ties: the one holding the oldest text), cut at
+///   once;
+/// - otherwise (the oldest is overdue, or no run is full yet), the run holding the
+///   oldest text. It is cut when full, when the oldest has waited `max_wait`, or at
+///   once when every replica is idle (a lone job on an idle worker never waits).
+///
+/// Bound: once the oldest queued text has waited `max(max_delay, max_wait)`, the next
+/// batch cut holds it; so a text is batched at most one cut per older text still
+/// queued then (each such cut takes the then-oldest) after that.
 pub fn next_batch<T: Borrow<Pending>>(
     queue: &VecDeque<T>,
     now: Instant,
     policy: &Policy,
     free_replicas: usize,
     total_replicas: usize,
+    in_batches: usize,
 ) -> Decision {
     let Some(head) = queue.front().map(Borrow::borrow) else {
         return Decision::Idle;
@@ -89,44 +182,51 @@ pub fn next_batch<T: Borrow<Pending>>(
     if free_replicas == 0 {
         return Decision::WaitForEngine;
     }
-    // Texts that may share the head's batch, oldest first. When there are more than fit,
-    // the head (the oldest text: nothing starves) is joined by those closest to it in
-    // length, so the batch pads little; the window keeps old texts within reach.
-    let window = policy.max_batch_size.saturating_mul(4);
-    let mut candidates: Vec<(usize, usize)> = queue
+    // (length, queue position) of every text that may share the head's batch, longest
+    // first; among equal lengths, oldest first.
+    let mut sorted: Vec<(usize, usize)> = queue
         .iter()
         .enumerate()
         .map(|(i, item)| (i, Borrow::<Pending>::borrow(item)))
         .filter(|(_, item)| item.options == head.options)
-        .map(|(i, item)| (i, item.tokens))
-        .take(window)
+        .map(|(i, item)| (item.tokens, i))
         .collect();
-    if candidates.len() > policy.max_batch_size {
-        let head_len = head.tokens;
-        // Stable: equal distances keep arrival order. The head (distance 0, first) stays first.
-        candidates.sort_by_key(|&(_, len)| len.abs_diff(head_len));
-    }
-    let mut chosen = Vec::new();
-    let mut longest = 0usize;
-    let mut full = false;
-    for &(i, len) in &candidates {
-        let longest_with = longest.max(len);
-        let padded = longest_with * (chosen.len() + 1);
-        if !chosen.is_empty() && padded > policy.max_batch_tokens {
-            full = true;
-            break;
+    sorted.sort_unstable_by_key(|&(len, i)| (std::cmp::Reverse(len), i));
+    let lens: Vec<usize> = sorted.iter().map(|&(len, _)| len).collect();
+    let runs = partition(
+        &lens,
+        batch_size(policy, queue.len() + in_batches, total_replicas),
+        policy.max_batch_tokens,
+    );
+    let positions = |run: &Run| {
+        let mut p: Vec<usize> = sorted[run.start..run.end].iter().map(|&(_, i)| i).collect();
+        p.sort_unstable();
+        p
+    };
+    // The oldest of a run: its smallest queue position.
+    let oldest = |run: &Run| sorted[run.start..run.end].iter().map(|&(_, i)| i).min();
+    let overdue = now.saturating_duration_since(head.enqueued) >= policy.max_delay;
+    if !overdue {
+        let best = runs.iter().filter(|r| r.full).reduce(|best, r| {
+            if r.pads_less_than(best) || (!best.pads_less_than(r) && oldest(r) < oldest(best)) {
+                r
+            } else {
+                best
+            }
+        });
+        if let Some(run) = best {
+            return Decision::Cut(positions(run));
         }
-        chosen.push(i);
-        longest = longest_with;
-        if chosen.len() >= policy.max_batch_size {
-            full = true;
-            break;
-        }
     }
-    chosen.sort_unstable();
+    // The head is queue position 0, so the first of its length in `sorted`.
+    let h = sorted.partition_point(|&(len, _)| len > head.tokens);
+    let Some(around) = runs.iter().find(|r| r.start <= h && h < r.end) else {
+        // Unreachable: the runs cover every sorted position. Cut the head alone.
+        return Decision::Cut(vec![0]);
+    };
     let deadline = head.enqueued + policy.max_wait;
-    if full || now >= deadline || free_replicas >= total_replicas {
-        Decision::Cut(chosen)
+    if around.full || now >= deadline || free_replicas >= total_replicas {
+        Decision::Cut(positions(around))
     } else {
         Decision::WaitUntil(deadline)
     }
@@ -374,18 +474,31 @@ async fn run(
     let total = senders.len();
     let mut idle: Vec<usize> = (0..total).rev().collect();
     // The queue holds distinct texts; `waiters` maps each to everyone awaiting it. Both
-    // are bounded by `max_queue` (the receive branch pauses when it is reached).
-    let max_queue = policy.max_batch_size * replicas * 4;
+    // are bounded by `max_queue` (the receive branch pauses when it is reached): the
+    // window the policy sorts, at least a full batch per replica.
+    let max_queue = policy.max_queued.max(policy.max_batch_size * replicas);
     let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut waiters: HashMap<CacheKey, Vec<Waiter>> = HashMap::new();
     let mut closed = false;
+    // Texts in the batch each replica is running (the policy sizes batches by all
+    // texts in flight, queued or running).
+    let mut running = vec![0usize; total];
     loop {
         let wake_at = loop {
-            match next_batch(&queue, Instant::now(), &policy, idle.len(), total) {
+            let in_batches = running.iter().sum();
+            match next_batch(
+                &queue,
+                Instant::now(),
+                &policy,
+                idle.len(),
+                total,
+                in_batches,
+            ) {
                 Decision::Cut(positions) => {
                     let Some(replica) = idle.pop() else {
                         break None;
                     };
+                    running[replica] = positions.len();
                     let batch = take_batch(&mut queue, &mut waiters, &positions, &metrics);
                     if let Err(e) = senders[replica].try_send(batch) {
                         // The thread is gone; answer its batch rather than hang it.
@@ -414,9 +527,27 @@ async fn run(
         }
         tokio::select! {
             biased;
-            Some(replica) = done_rx.recv() => idle.push(replica),
+            Some(replica) = done_rx.recv() => {
+                running[replica] = 0;
+                idle.push(replica);
+            }
             msg = rx.recv(), if !closed && queue.len() < max_queue => match msg {
-                Some(s) => enqueue(&mut queue, &mut waiters, s, &metrics),
+                Some(s) => {
+                    enqueue(&mut queue, &mut waiters, s, &metrics);
+                    // Take everything already submitted before deciding: a document's
+                    // sentences (or a burst of jobs) arrive together, and cutting at
+                    // the first of them would send an idle replica a batch of one.
+                    while queue.len() < max_queue {
+                        match rx.try_recv() {
+                            Ok(s) => enqueue(&mut queue, &mut waiters, s, &metrics),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
                 None => closed = true,
             },
             _ = sleep_until_opt(wake_at), if wake_at.is_some() => {}
@@ -477,6 +608,12 @@ fn take_batch(
     let longest = taken.last().map_or(0, |q| q.tokens.len());
     metrics.batch_size.observe(taken.len() as f64);
     metrics.batch_tokens.observe((longest * taken.len()) as f64);
+    metrics
+        .batch_padded_tokens
+        .add((longest * taken.len()) as u64);
+    metrics
+        .batch_real_tokens
+        .add(taken.iter().map(|q| q.tokens.len() as u64).sum());
     let options = taken
         .first()
         .map(|q| q.pending.options)
@@ -607,8 +744,11 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             max_batch_size: 3,
+            min_batch_size: 3,
             max_batch_tokens: 100,
             max_wait: Duration::from_millis(10),
+            max_delay: Duration::from_secs(3600),
+            max_queued: 1024,
         }
     }
 
@@ -626,7 +766,10 @@ mod tests {
     #[test]
     fn empty_queue_is_idle() {
         let t0 = Instant::now();
-        assert_eq!(next_batch(&q(&[], t0), t0, &policy(), 1, 1), Decision::Idle);
+        assert_eq!(
+            next_batch(&q(&[], t0), t0, &policy(), 1, 1, 0),
+            Decision::Idle
+        );
     }
 
     #[test]
@@ -634,7 +777,7 @@ mod tests {
         let t0 = Instant::now();
         let queue = q(&[(5, 1, 0)], t0);
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 2, 2),
+            next_batch(&queue, t0, &policy(), 2, 2, 0),
             Decision::Cut(vec![0])
         );
     }
@@ -644,7 +787,7 @@ mod tests {
         let t0 = Instant::now();
         let queue = q(&[(5, 1, 0)], t0);
         assert_eq!(
-            next_batch(&queue, t0 + Duration::from_secs(1), &policy(), 0, 2),
+            next_batch(&queue, t0 + Duration::from_secs(1), &policy(), 0, 2, 0),
             Decision::WaitForEngine
         );
     }
@@ -654,11 +797,11 @@ mod tests {
         let t0 = Instant::now();
         let queue = q(&[(5, 1, 0), (5, 1, 2)], t0);
         assert_eq!(
-            next_batch(&queue, t0 + Duration::from_millis(3), &policy(), 1, 2),
+            next_batch(&queue, t0 + Duration::from_millis(3), &policy(), 1, 2, 0),
             Decision::WaitUntil(t0 + Duration::from_millis(10))
         );
         assert_eq!(
-            next_batch(&queue, t0 + Duration::from_millis(10), &policy(), 1, 2),
+            next_batch(&queue, t0 + Duration::from_millis(10), &policy(), 1, 2, 0),
             Decision::Cut(vec![0, 1])
         );
     }
@@ -668,7 +811,7 @@ mod tests {
         let t0 = Instant::now();
         let queue = q(&[(5, 1, 0), (5, 1, 0), (5, 1, 0), (5, 1, 0)], t0);
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 1, 2),
+            next_batch(&queue, t0, &policy(), 1, 2, 0),
             Decision::Cut(vec![0, 1, 2])
         );
     }
@@ -679,41 +822,140 @@ mod tests {
         // 40 + 40 = 2 × 40 = 80 fits; a third at 40 would be 120 > 100.
         let queue = q(&[(40, 1, 0), (40, 1, 0), (40, 1, 0)], t0);
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 1, 2),
+            next_batch(&queue, t0, &policy(), 1, 2, 0),
             Decision::Cut(vec![0, 1])
         );
-        // A short text followed by a long one: padding to 60 × 2 = 120 > 100.
+        // A short text and a long one: padding to 60 × 2 = 120 > 100, so the long
+        // one's run is full on its own and goes alone.
         let queue = q(&[(5, 1, 0), (60, 1, 0)], t0);
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 1, 2),
-            Decision::Cut(vec![0])
+            next_batch(&queue, t0, &policy(), 1, 2, 0),
+            Decision::Cut(vec![1])
         );
-        // A single text over the budget still goes, alone.
+        // A single text over the budget still goes, alone, once it is the batch's
+        // turn (here: the oldest, overdue).
         let queue = q(&[(500, 1, 0), (1, 1, 0)], t0);
+        let overdue = Policy {
+            max_delay: Duration::ZERO,
+            ..policy()
+        };
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 1, 2),
+            next_batch(&queue, t0 + Duration::from_millis(10), &overdue, 1, 2, 0),
             Decision::Cut(vec![0])
         );
     }
 
     #[test]
-    fn crowded_queue_batches_the_oldest_with_texts_of_similar_length() {
+    fn crowded_queue_cuts_the_run_that_pads_least_wherever_it_stands() {
         let t0 = Instant::now();
-        // max_batch_size 3, five candidates: the head (10 tokens) takes the two
-        // closest in length (11 and 9), wherever they stand; 50 and 2 wait.
+        // max_batch_size 3; in length order 2, 9, 10, 11, 40, 41, 42: the run
+        // 40, 41, 42 pads least relative to its tokens (3 of 123), though the oldest
+        // text (10) is not in it.
         let queue = q(
-            &[(10, 1, 0), (50, 1, 0), (11, 1, 0), (2, 1, 0), (9, 1, 0)],
+            &[
+                (10, 1, 0),
+                (40, 1, 1),
+                (11, 1, 2),
+                (2, 1, 3),
+                (9, 1, 4),
+                (42, 1, 5),
+                (41, 1, 6),
+            ],
+            t0,
+        );
+        let roomy = Policy {
+            max_batch_tokens: 1000,
+            ..policy()
+        };
+        assert_eq!(
+            next_batch(&queue, t0, &roomy, 1, 2, 0),
+            Decision::Cut(vec![1, 5, 6])
+        );
+        // Equal padding: the run holding the oldest text wins.
+        let queue = q(
+            &[
+                (7, 1, 0),
+                (3, 1, 1),
+                (3, 1, 2),
+                (3, 1, 3),
+                (7, 1, 4),
+                (7, 1, 5),
+            ],
             t0,
         );
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 1, 2),
-            Decision::Cut(vec![0, 2, 4])
+            next_batch(&queue, t0, &roomy, 1, 2, 0),
+            Decision::Cut(vec![0, 4, 5])
         );
-        // Not crowded: plain arrival order.
+        // Not crowded: one run, cut at once on an idle engine.
         let queue = q(&[(10, 1, 0), (50, 1, 0)], t0);
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 2, 2),
+            next_batch(&queue, t0, &roomy, 2, 2, 0),
             Decision::Cut(vec![0, 1])
+        );
+    }
+
+    #[test]
+    fn overdue_oldest_text_is_in_the_next_batch() {
+        let t0 = Instant::now();
+        let p = Policy {
+            max_batch_tokens: 1000,
+            max_delay: Duration::from_millis(100),
+            ..policy()
+        };
+        // Longest first: runs 50, 49, 48 (full) and 20, 5 (the rest). The oldest
+        // (20) is passed over while young.
+        let queue = q(
+            &[(20, 1, 0), (50, 1, 1), (49, 1, 2), (48, 1, 3), (5, 1, 4)],
+            t0,
+        );
+        assert_eq!(
+            next_batch(&queue, t0 + Duration::from_millis(50), &p, 1, 2, 0),
+            Decision::Cut(vec![1, 2, 3])
+        );
+        // Overdue: its run goes next, though not full.
+        assert_eq!(
+            next_batch(&queue, t0 + Duration::from_millis(100), &p, 1, 2, 0),
+            Decision::Cut(vec![0, 4])
+        );
+        // With max_delay 0 every batch holds the oldest text; a run that is not full
+        // still waits up to max_wait for more.
+        let fifo = Policy {
+            max_delay: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(
+            next_batch(&queue, t0, &fifo, 1, 2, 0),
+            Decision::WaitUntil(t0 + Duration::from_millis(10))
+        );
+        assert_eq!(
+            next_batch(&queue, t0 + Duration::from_millis(10), &fifo, 1, 2, 0),
+            Decision::Cut(vec![0, 4])
+        );
+    }
+
+    #[test]
+    fn partition_cuts_longest_first_on_count_and_budget() {
+        let p = Policy {
+            max_batch_size: 3,
+            min_batch_size: 3,
+            max_batch_tokens: 30,
+            ..policy()
+        };
+        let runs = partition(&[40, 10, 9, 5, 2], p.max_batch_size, p.max_batch_tokens);
+        let spans: Vec<(usize, usize, bool, usize, usize)> = runs
+            .iter()
+            .map(|r| (r.start, r.end, r.full, r.padded, r.real))
+            .collect();
+        // 40 alone (with 10 it would pad 80 > 30); 10, 9, 5 (30, three texts);
+        // 2, last and short of three: not full.
+        assert_eq!(
+            spans,
+            vec![
+                (0, 1, true, 40, 40),
+                (1, 4, true, 30, 24),
+                (4, 5, false, 2, 2)
+            ]
         );
     }
 
@@ -722,7 +964,7 @@ mod tests {
         let t0 = Instant::now();
         let queue = q(&[(5, 1, 0), (5, 4, 0), (5, 1, 1), (5, 4, 1)], t0);
         assert_eq!(
-            next_batch(&queue, t0, &policy(), 2, 2),
+            next_batch(&queue, t0, &policy(), 2, 2, 0),
             Decision::Cut(vec![0, 2])
         );
     }
@@ -825,8 +1067,11 @@ mod tests {
             backend.clone(),
             Policy {
                 max_batch_size: 8,
+                min_batch_size: 8,
                 max_batch_tokens: 1000,
                 max_wait: Duration::from_millis(5),
+                max_delay: Duration::from_secs(3600),
+                max_queued: 1024,
             },
             metrics.clone(),
         );
@@ -906,8 +1151,11 @@ mod tests {
             backend,
             Policy {
                 max_batch_size: 32,
+                min_batch_size: 32,
                 max_batch_tokens: 1000,
                 max_wait: Duration::from_secs(5),
+                max_delay: Duration::from_secs(3600),
+                max_queued: 1024,
             },
             metrics,
         );
@@ -916,5 +1164,228 @@ mod tests {
             .await
             .unwrap();
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    /// Simulations of the policy over a clock and replicas of its own, for the
+    /// property tests: the queue task's loop without threads or time.
+    mod simulate {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One text of a run: length, options (beam 1 or 4), arrival (ms).
+        type Arrival = (usize, u32, u64);
+
+        /// Every cut: when (ms), and which texts (arrival indices).
+        struct Trace {
+            cuts: Vec<(u64, Vec<usize>)>,
+        }
+
+        /// Runs `arrivals` (sorted by time) through the policy with `replicas`
+        /// replicas, each batch taking 1 ms plus 0.05 ms per padded token.
+        fn run(arrivals: &[Arrival], p: &Policy, replicas: usize) -> Trace {
+            let t0 = Instant::now();
+            let at = |ms: u64| t0 + Duration::from_millis(ms);
+            let mut queue: VecDeque<Pending> = VecDeque::new();
+            let mut ids: VecDeque<usize> = VecDeque::new();
+            let mut busy_until = vec![0u64; replicas];
+            let mut running = vec![0usize; replicas];
+            let mut next = 0usize;
+            let mut now = 0u64;
+            let mut cuts = Vec::new();
+            loop {
+                while next < arrivals.len() && arrivals[next].2 <= now {
+                    let (tokens, beam, ms) = arrivals[next];
+                    queue.push_back(Pending {
+                        tokens,
+                        options: opts(beam),
+                        enqueued: at(ms),
+                    });
+                    ids.push_back(next);
+                    next += 1;
+                }
+                let free: Vec<usize> = (0..replicas).filter(|&r| busy_until[r] <= now).collect();
+                let in_batches = (0..replicas)
+                    .filter(|&r| busy_until[r] > now)
+                    .map(|r| running[r])
+                    .sum();
+                let decision = next_batch(&queue, at(now), p, free.len(), replicas, in_batches);
+                let mut wake = arrivals.get(next).map(|a| a.2);
+                let soonest_free = busy_until.iter().copied().filter(|&b| b > now).min();
+                match decision {
+                    Decision::Cut(positions) => {
+                        assert!(!positions.is_empty(), "empty cut");
+                        assert!(positions.windows(2).all(|w| w[0] < w[1]), "not ascending");
+                        let lens: Vec<usize> = positions.iter().map(|&i| queue[i].tokens).collect();
+                        let longest = lens.iter().copied().max().unwrap_or(0);
+                        assert!(positions.len() <= p.max_batch_size.max(1));
+                        let in_flight = queue.len() + in_batches;
+                        assert!(positions.len() <= batch_size(p, in_flight, replicas));
+                        assert!(
+                            positions.len() == 1 || longest * positions.len() <= p.max_batch_tokens,
+                            "over the token budget: {lens:?}"
+                        );
+                        let options = queue[positions[0]].options;
+                        assert!(positions.iter().all(|&i| queue[i].options == options));
+                        let mut taken = Vec::new();
+                        for &i in positions.iter().rev() {
+                            queue.remove(i);
+                            taken.push(ids.remove(i).expect("position in range"));
+                        }
+                        let r = free[0];
+                        busy_until[r] = now + 1 + (longest * positions.len()) as u64 / 20;
+                        running[r] = positions.len();
+                        cuts.push((now, taken));
+                        continue;
+                    }
+                    Decision::WaitUntil(t) => {
+                        let ms = t.duration_since(t0).as_millis() as u64;
+                        assert!(ms > now, "waits for the past");
+                        wake = Some(wake.map_or(ms, |w| w.min(ms)));
+                        if let Some(b) = soonest_free {
+                            wake = Some(wake.map_or(b, |w| w.min(b)));
+                        }
+                    }
+                    Decision::WaitForEngine => {
+                        let b = soonest_free.expect("every replica busy means one frees later");
+                        wake = Some(wake.map_or(b, |w| w.min(b)));
+                    }
+                    Decision::Idle => {}
+                }
+                // Every wake-up (arrival, replica free, deadline) is strictly later.
+                match wake {
+                    Some(w) => {
+                        assert!(w > now, "time must move on");
+                        now = w;
+                    }
+                    None => break,
+                }
+            }
+            assert!(queue.is_empty(), "texts left queued");
+            Trace { cuts }
+        }
+
+        /// Padded tokens of CTranslate2's way: sort everything longest first, cut
+        /// consecutive batches (written out here, not through `partition`).
+        fn sorted_padded(lens: &[usize], p: &Policy) -> usize {
+            let mut lens = lens.to_vec();
+            lens.sort_unstable_by(|a, b| b.cmp(a));
+            let mut total = 0;
+            let mut batch: Vec<usize> = Vec::new();
+            for len in lens {
+                let width = batch.first().copied().unwrap_or(len);
+                if !batch.is_empty()
+                    && (batch.len() >= p.max_batch_size
+                        || width * (batch.len() + 1) > p.max_batch_tokens)
+                {
+                    total += batch[0] * batch.len();
+                    batch.clear();
+                }
+                batch.push(len);
+            }
+            total + batch.first().map_or(0, |w| w * batch.len())
+        }
+
+        fn policy_strategy() -> impl Strategy<Value = Policy> {
+            (
+                1usize..48,
+                0usize..48,
+                64usize..4096,
+                0u64..20,
+                prop_oneof![Just(0u64), 1u64..400, Just(1_000_000)],
+            )
+                .prop_map(|(size, min, tokens, wait, delay)| Policy {
+                    max_batch_size: size,
+                    min_batch_size: min,
+                    max_batch_tokens: tokens,
+                    max_wait: Duration::from_millis(wait),
+                    max_delay: Duration::from_millis(delay),
+                    max_queued: 1024,
+                })
+        }
+
+        proptest! {
+            #![proptest_config(proptest::test_runner::Config::with_cases(300))]
+
+            /// Every text is batched exactly once, within the batch limits.
+            #[test]
+            fn every_text_is_batched_exactly_once(
+                mut arrivals in proptest::collection::vec((1usize..160, prop_oneof![Just(1u32), Just(4)], 0u64..2000), 0..300),
+                p in policy_strategy(),
+                replicas in 1usize..4,
+            ) {
+                arrivals.sort_by_key(|a| a.2);
+                let trace = run(&arrivals, &p, replicas);
+                let mut seen: Vec<usize> = trace.cuts.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+                seen.sort_unstable();
+                prop_assert_eq!(seen, (0..arrivals.len()).collect::<Vec<_>>());
+            }
+
+            /// The stated bound: once a text has waited max(`max_delay`, `max_wait`), it
+            /// is in one of the next k + 1 cuts, k being the texts older than it still
+            /// queued then.
+            #[test]
+            fn no_text_waits_past_the_bound(
+                mut arrivals in proptest::collection::vec((1usize..160, prop_oneof![Just(1u32), Just(4)], 0u64..3000), 1..300),
+                p in policy_strategy(),
+                replicas in 1usize..4,
+            ) {
+                arrivals.sort_by_key(|a| a.2);
+                let trace = run(&arrivals, &p, replicas);
+                let delay = p.max_delay.max(p.max_wait).as_millis() as u64;
+                let batched_at: HashMap<usize, usize> = trace
+                    .cuts
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
+                    .collect();
+                for (i, a) in arrivals.iter().enumerate() {
+                    let due = a.2 + delay;
+                    // Cuts made at or after `due`, up to and including this text's.
+                    let first_after = trace.cuts.iter().position(|(t, _)| *t >= due);
+                    let Some(first_after) = first_after else { continue };
+                    let mine = batched_at[&i];
+                    if mine < first_after {
+                        continue;
+                    }
+                    // Older texts (smaller index) still queued at `due`.
+                    let older_left = (0..i)
+                        .filter(|j| arrivals[*j].2 <= due && batched_at[j] >= first_after)
+                        .count();
+                    prop_assert!(
+                        mine - first_after <= older_left,
+                        "text {} batched {} cuts after its due time, {} older texts left",
+                        i, mine - first_after, older_left
+                    );
+                }
+            }
+
+            /// A backlog held all at once pads exactly as sorting it whole does
+            /// (CTranslate2's sort-then-cut): taking whole runs, in whatever order,
+            /// leaves the other runs as they were. Margin: none.
+            #[test]
+            fn backlog_pads_close_to_the_sorted_optimum(
+                lens in proptest::collection::vec(1usize..160, 1..600),
+                p in policy_strategy(),
+            ) {
+                // A fixed size here (the adaptive size shrinks as the backlog drains).
+                let p = Policy { min_batch_size: p.max_batch_size, ..p };
+                let arrivals: Vec<Arrival> = lens.iter().map(|&l| (l, 1, 0)).collect();
+                // One replica busy for ever would stall: two, and the run's own clock.
+                let trace = run(&arrivals, &p, 2);
+                let padded: usize = trace
+                    .cuts
+                    .iter()
+                    .map(|(_, ids)| {
+                        let longest = ids.iter().map(|&i| lens[i]).max().unwrap_or(0);
+                        longest * ids.len()
+                    })
+                    .sum();
+                let optimum = sorted_padded(&lens, &p);
+                prop_assert!(
+                    padded <= optimum,
+                    "padded {} vs sorted {} ({:.3}x)", padded, optimum, padded as f64 / optimum as f64
+                );
+            }
+        }
     }
 }

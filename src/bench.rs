@@ -2,11 +2,13 @@
 //! The ceiling the worker is measured against, and the Rust side of the backend
 //! comparison with the official Python wheel (`scripts/bench_engine_wheel.py`).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::batcher::{next_batch, Decision, Pending, Policy};
 use crate::config::ModelConfig;
 use crate::engine::{Engine, EngineError};
 use crate::protocol::DecodeOptions;
@@ -45,8 +47,28 @@ pub struct EngineBench {
     /// each, from one thread per replica: what a batcher that cannot sort by length
     /// gets. The default is one call over all sentences, which CTranslate2 sorts by
     /// length before cutting batches (least padding: the ceiling).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "window")]
     pub in_order: bool,
+    /// A closed loop of W sentences in flight: batches chosen by the worker's own
+    /// batching policy ([`crate::batcher::next_batch`]), each run as one engine call
+    /// by one thread per replica, a new sentence let in (in file order) for each one
+    /// translated: the most a batcher that sees only W texts can do, without broker
+    /// or cache. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub window: usize,
+    /// With `--window`: the policy's `max_batch_tokens`.
+    #[arg(long, default_value_t = 8192)]
+    pub max_batch_tokens: usize,
+    /// With `--window`: the policy's `min_batch_size` (default: `--max-batch-size`,
+    /// a fixed size).
+    #[arg(long)]
+    pub min_batch_size: Option<usize>,
+    /// With `--window`: the policy's `max_wait_ms`.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+    /// With `--window`: the policy's `max_delay_ms`.
+    #[arg(long, default_value_t = 2000)]
+    pub max_delay_ms: u64,
 }
 
 /// The result, printed as JSON.
@@ -66,6 +88,13 @@ pub struct EngineBenchReport {
     pub replicas: usize,
     /// Threads per replica.
     pub threads_per_replica: usize,
+    /// Batches per run.
+    pub batches: usize,
+    /// Source tokens of all sentences.
+    pub source_tokens: usize,
+    /// Padded source tokens over all batches (texts × longest, per batch); for the
+    /// default mode, of CTranslate2's sort-then-cut.
+    pub padded_tokens: usize,
 }
 
 /// The CPU backend this binary was built with.
@@ -109,32 +138,72 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
         repetition_penalty: 1.0,
         no_repeat_ngram_size: 0,
     };
-    let run_once = || {
+    let lens: Vec<usize> = sources.iter().map(Vec::len).collect();
+    let size = b.max_batch_size.max(1);
+    let policy = Policy {
+        max_batch_size: size,
+        min_batch_size: b.min_batch_size.unwrap_or(size),
+        max_batch_tokens: b.max_batch_tokens,
+        max_wait: Duration::from_millis(b.max_wait_ms),
+        max_delay: Duration::from_millis(b.max_delay_ms),
+        max_queued: b.window.max(1),
+    };
+    let in_order: Vec<Vec<usize>> = (0..sources.len())
+        .collect::<Vec<_>>()
+        .chunks(size)
+        .map(<[usize]>::to_vec)
+        .collect();
+    // One timed pass; returns output lengths and the batches it ran (`None`: the
+    // default mode's, cut inside CTranslate2).
+    let run_once = || -> Result<Pass, EngineError> {
         if b.in_order {
-            translate_in_order(
-                &engine,
-                &sources,
-                &options,
-                b.max_batch_size.max(1),
-                b.replicas,
-            )
+            translate_batches(&engine, &sources, &in_order, &options, b.replicas)
+                .map(|l| (l, Some(in_order.clone())))
+        } else if b.window > 0 {
+            closed_loop(&engine, &sources, b.window, &policy, &options, b.replicas)
+                .map(|(l, batches)| (l, Some(batches)))
         } else {
-            engine.translate_raw(&sources, &options, b.max_batch_size)
+            engine
+                .translate_raw(&sources, &options, b.max_batch_size)
+                .map(|l| (l, None))
         }
     };
     run_once()?;
     let mut runs = Vec::with_capacity(b.repeat);
     let mut best_tokens = 0.0f64;
+    let mut best_batches = None;
     for _ in 0..b.repeat.max(1) {
         let t = Instant::now();
-        let lens = run_once()?;
+        let (out, batches) = run_once()?;
         let secs = t.elapsed().as_secs_f64();
         let sps = sources.len() as f64 / secs;
         if runs.iter().all(|r| *r < sps) {
-            best_tokens = lens.iter().sum::<usize>() as f64 / secs;
+            best_tokens = out.iter().sum::<usize>() as f64 / secs;
+            best_batches = batches;
         }
         runs.push(sps);
     }
+    let (batches, padded_tokens) = match &best_batches {
+        Some(batches) => (
+            batches.len(),
+            batches
+                .iter()
+                .map(|batch| batch.iter().map(|&i| lens[i]).max().unwrap_or(0) * batch.len())
+                .sum(),
+        ),
+        None => {
+            // CTranslate2 sorts longest first and cuts `size` at a time.
+            let mut sorted = lens.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let chunks = sorted.chunks(size);
+            (
+                chunks.len(),
+                chunks
+                    .map(|c| c.first().copied().unwrap_or(0) * c.len())
+                    .sum(),
+            )
+        }
+    };
     Ok(EngineBenchReport {
         backend: backend_name(),
         sentences: sources.len(),
@@ -143,23 +212,175 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
         runs,
         replicas: b.replicas,
         threads_per_replica: b.threads_per_replica,
+        batches,
+        source_tokens: lens.iter().sum(),
+        padded_tokens,
     })
 }
 
-/// A chunk's index and its output token counts.
-type ChunkLens = (usize, Vec<usize>);
+/// One timed pass: output lengths, and the batches it ran (`None`: CTranslate2's own).
+type Pass = (Vec<usize>, Option<Vec<Vec<usize>>>);
 
-/// Unsorted batches: consecutive chunks of `batch` sources, one engine call each, taken
-/// by `threads` threads in turn (one per replica, as the worker's engine threads).
-fn translate_in_order(
+/// What the replica threads of [`closed_loop`] share.
+struct LoopState {
+    queue: VecDeque<Pending>,
+    /// `ids[i]`: the sentence of `queue[i]`.
+    ids: VecDeque<usize>,
+    /// Next sentence to let in.
+    next: usize,
+    /// Replicas not running a batch.
+    free: usize,
+    /// Texts in running batches.
+    in_batches: usize,
+    batches: Vec<Vec<usize>>,
+}
+
+/// A closed loop over the engine alone: `window` sentences in flight (queued or in a
+/// running batch), a new one let in for each one translated, batches chosen by the
+/// worker's own policy ([`next_batch`]) and run by one thread per replica, as the
+/// worker's engine threads do. What a batcher that sees only `window` texts can reach
+/// without broker, cache or JSON.
+fn closed_loop(
     engine: &Engine,
     sources: &[Vec<String>],
+    window: usize,
+    policy: &Policy,
     options: &DecodeOptions,
-    batch: usize,
+    replicas: usize,
+) -> Result<(Vec<usize>, Vec<Vec<usize>>), EngineError> {
+    use std::sync::{Condvar, Mutex};
+    let replicas = replicas.max(1);
+    let start = Instant::now();
+    let first = window.max(1).min(sources.len());
+    let state = Mutex::new(LoopState {
+        queue: (0..first)
+            .map(|i| Pending {
+                tokens: sources[i].len(),
+                options: *options,
+                enqueued: start,
+            })
+            .collect(),
+        ids: (0..first).collect(),
+        next: first,
+        free: replicas,
+        in_batches: 0,
+        batches: Vec::new(),
+    });
+    let changed = Condvar::new();
+    let mut out = vec![0usize; sources.len()];
+    let results: Vec<Result<Vec<(usize, usize)>, EngineError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..replicas)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<(usize, usize)>, EngineError> {
+                    let mut done = Vec::new();
+                    // A poisoned lock means another replica thread panicked: the
+                    // scope reports that panic; stop here.
+                    let lock = || {
+                        state
+                            .lock()
+                            .map_err(|_| EngineError::Translate("bench lock poisoned".into()))
+                    };
+                    let mut st = lock()?;
+                    loop {
+                        let decision = next_batch(
+                            &st.queue,
+                            Instant::now(),
+                            policy,
+                            st.free,
+                            replicas,
+                            st.in_batches,
+                        );
+                        match decision {
+                            Decision::Cut(positions) => {
+                                let mut batch = Vec::with_capacity(positions.len());
+                                for &p in positions.iter().rev() {
+                                    st.queue.remove(p);
+                                    if let Some(id) = st.ids.remove(p) {
+                                        batch.push(id);
+                                    }
+                                }
+                                st.free -= 1;
+                                st.in_batches += batch.len();
+                                st.batches.push(batch.clone());
+                                drop(st);
+                                let chunk: Vec<Vec<String>> =
+                                    batch.iter().map(|&j| sources[j].clone()).collect();
+                                let lens = engine.translate_raw(&chunk, options, chunk.len())?;
+                                done.extend(batch.iter().copied().zip(lens));
+                                st = lock()?;
+                                st.free += 1;
+                                st.in_batches -= batch.len();
+                                // A new sentence for each one answered (the closed loop).
+                                for _ in 0..batch.len() {
+                                    if st.next < sources.len() {
+                                        let i = st.next;
+                                        st.queue.push_back(Pending {
+                                            tokens: sources[i].len(),
+                                            options: *options,
+                                            enqueued: Instant::now(),
+                                        });
+                                        st.ids.push_back(i);
+                                        st.next += 1;
+                                    }
+                                }
+                                changed.notify_all();
+                            }
+                            Decision::WaitUntil(t) => {
+                                let wait = t.saturating_duration_since(Instant::now());
+                                st = changed
+                                    .wait_timeout(st, wait)
+                                    .map_err(|_| {
+                                        EngineError::Translate("bench lock poisoned".into())
+                                    })?
+                                    .0;
+                            }
+                            Decision::WaitForEngine | Decision::Idle => {
+                                if st.queue.is_empty() && st.next >= sources.len() {
+                                    changed.notify_all();
+                                    return Ok(done);
+                                }
+                                st = changed.wait(st).map_err(|_| {
+                                    EngineError::Translate("bench lock poisoned".into())
+                                })?;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(EngineError::Translate("bench thread panicked".into())))
+            })
+            .collect()
+    });
+    for r in results {
+        for (i, len) in r? {
+            out[i] = len;
+        }
+    }
+    let batches = state
+        .into_inner()
+        .map_err(|_| EngineError::Translate("bench lock poisoned".into()))?
+        .batches;
+    Ok((out, batches))
+}
+
+/// A batch's index and its output token counts.
+type ChunkLens = (usize, Vec<usize>);
+
+/// Runs `batches` (indices into `sources`), one engine call each, taken in order by
+/// `threads` threads (one per replica, as the worker's engine threads).
+fn translate_batches(
+    engine: &Engine,
+    sources: &[Vec<String>],
+    batches: &[Vec<usize>],
+    options: &DecodeOptions,
     threads: usize,
 ) -> Result<Vec<usize>, EngineError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let chunks: Vec<&[Vec<String>]> = sources.chunks(batch).collect();
     let next = AtomicUsize::new(0);
     let results: Vec<Result<Vec<ChunkLens>, EngineError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.max(1))
@@ -168,11 +389,13 @@ fn translate_in_order(
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else {
+                        let Some(batch) = batches.get(i) else {
                             return Ok(out);
                         };
-                        // One call per chunk; max_batch_size = its length, so not re-split.
-                        out.push((i, engine.translate_raw(chunk, options, chunk.len())?));
+                        let chunk: Vec<Vec<String>> =
+                            batch.iter().map(|&j| sources[j].clone()).collect();
+                        // One call per batch; max_batch_size = its length, so not re-split.
+                        out.push((i, engine.translate_raw(&chunk, options, chunk.len())?));
                     }
                 })
             })

@@ -185,9 +185,9 @@ pub struct AmqpConfig {
     /// Dead-letter exchange and queue (same name) for jobs that cannot be answered.
     pub dead_letter: String,
     /// Unacknowledged deliveries the broker may push to this worker at once. It bounds
-    /// in-flight jobs and so memory (prefetch × `limits.max_body_bytes`). About
-    /// 2 × `batch.max_batch_size` × replicas: a full batch running on every replica plus
-    /// as many queued, so the batcher can group texts of similar length.
+    /// in-flight jobs and so memory (see docs/reliability.md for the formula), and it
+    /// is the batcher's window under a backlog: the texts it sorts by length to cut
+    /// batches of similar lengths. At least 2 × `batch.max_batch_size` × replicas.
     pub prefetch: u16,
     /// First reconnect delay after the broker connection is lost, in milliseconds.
     pub reconnect_initial_ms: u64,
@@ -234,7 +234,7 @@ impl Default for AmqpConfig {
             queue: "translation.jobs".into(),
             exchange: "translation".into(),
             dead_letter: "translation.dead".into(),
-            prefetch: 128,
+            prefetch: 512,
             reconnect_initial_ms: 200,
             reconnect_max_ms: 10_000,
             queue_type: QueueType::Classic,
@@ -601,8 +601,11 @@ pub struct ModelConfig {
     pub beam_size: usize,
     /// Default maximum output length in tokens (jobs may override it).
     pub max_decoding_length: usize,
-    /// Source tokens a text may have: with `split = "sentences"` a longer sentence is
-    /// split further; otherwise CTranslate2 truncates it.
+    /// Source tokens a text may have (`</s>` and language tokens included): with
+    /// `split = "sentences"` a longer sentence is split further; otherwise the text is
+    /// truncated. 0 (the default): the model's own limit, the rows of its position
+    /// table (512 for OPUS-MT), or 1024 for a model without one. A value above the
+    /// model's limit is refused at start-up.
     pub max_input_length: usize,
     /// Language pairs served, as `"source-target"` (e.g. `["ko-en", "en-ko"]`) for a
     /// multilingual model; empty means the one pair `source-target`.
@@ -646,7 +649,7 @@ impl Default for ModelConfig {
             replicas: 0,
             beam_size: 1,
             max_decoding_length: 256,
-            max_input_length: 1024,
+            max_input_length: 0,
             pairs: Vec::new(),
             language_tokens: LanguageTokens::None,
             language_codes: BTreeMap::new(),
@@ -718,19 +721,34 @@ pub fn parse_pair(pair: &str) -> Option<(&str, &str)> {
 pub struct BatchConfig {
     /// A batch is cut when it holds this many distinct texts.
     pub max_batch_size: usize,
+    /// Fewest texts per batch when more are in flight: the size adapts to the load
+    /// (in-flight texts ÷ (2 × replicas), between this and `max_batch_size`), so that
+    /// as many texts wait to be sorted by length as run. Equal to `max_batch_size`:
+    /// a fixed size.
+    pub min_batch_size: usize,
     /// ... or when its padded size (texts × longest source in tokens) would pass this.
     pub max_batch_tokens: usize,
     /// ... or when its oldest text has waited this long (ms) for a busy engine to free
     /// a replica. An idle engine never waits.
     pub max_wait_ms: u64,
+    /// Longest (ms) a text may be passed over for batches of texts closer in length to
+    /// each other; after that the next batch is built around it. 0: every batch is
+    /// built around the oldest text.
+    pub max_delay_ms: u64,
+    /// Most distinct texts the batcher holds and sorts by length to choose batches
+    /// from (its window); jobs wait to enter beyond it.
+    pub max_queued: usize,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_batch_size: 16,
+            max_batch_size: 64,
+            min_batch_size: 32,
             max_batch_tokens: 8192,
             max_wait_ms: 5,
+            max_delay_ms: 2000,
+            max_queued: 1024,
         }
     }
 }
@@ -1074,6 +1092,16 @@ impl Config {
             "must be at least 1",
         )?;
         check(
+            (1..=self.batch.max_batch_size).contains(&self.batch.min_batch_size),
+            "batch.min_batch_size",
+            "must be between 1 and batch.max_batch_size",
+        )?;
+        check(
+            self.batch.max_queued >= self.batch.max_batch_size,
+            "batch.max_queued",
+            "must be at least batch.max_batch_size (the window a batch is chosen from)",
+        )?;
+        check(
             self.limits.max_texts >= 1,
             "limits.max_texts",
             "must be at least 1",
@@ -1176,11 +1204,6 @@ fn validate_model(m: &ModelConfig) -> Result<(), ConfigError> {
         (1..=1024).contains(&m.max_decoding_length),
         "model.max_decoding_length",
         "must be in 1..=1024",
-    )?;
-    check(
-        m.max_input_length >= 1,
-        "model.max_input_length",
-        "must be at least 1",
     )?;
     check(
         m.replicas <= m.total_threads(),

@@ -91,8 +91,32 @@ pub struct Engine {
     /// so the tokenizer's own `</s>` must be dropped or the source carries two.
     strip_eos: bool,
     replicas: usize,
+    /// Source tokens CTranslate2 reads: `model.max_input_length`, or the model's own
+    /// position limit when that is 0.
     max_input_length: usize,
+    /// Most decoding steps the model has positions for (`None`: no limit).
+    max_decoding_steps: Option<usize>,
     fingerprint: [u8; 32],
+}
+
+/// Source tokens when neither the configuration nor the model sets a limit (a model
+/// whose positions are computed, not tabled).
+pub const DEFAULT_MAX_INPUT_LENGTH: usize = 1024;
+
+/// The source-token limit to use: the configured one (0: the model's), never above
+/// the model's position table. Refuses a configured value over the model's limit, as
+/// every text that long would fail in CTranslate2.
+pub fn input_limit(configured: usize, model: Option<usize>) -> Result<usize, String> {
+    match (configured, model) {
+        (0, Some(limit)) => Ok(limit),
+        (0, None) => Ok(DEFAULT_MAX_INPUT_LENGTH),
+        (n, Some(limit)) if n > limit => Err(format!(
+            "model.max_input_length = {n} is above the model's {limit} source positions \
+             (its position table has {limit} rows): set it to {limit} or less, or to 0 \
+             for the model's own limit"
+        )),
+        (n, _) => Ok(n),
+    }
 }
 
 impl Engine {
@@ -128,6 +152,25 @@ impl Engine {
                 });
             }
         }
+        let limits =
+            crate::model_spec::read_limits(&cfg.path).map_err(|e| EngineError::ModelFiles {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let max_input_length =
+            input_limit(cfg.max_input_length, limits.source_positions).map_err(|message| {
+                EngineError::Load {
+                    path: path.clone(),
+                    message,
+                }
+            })?;
+        tracing::info!(
+            path = %path,
+            max_input_length,
+            model_source_positions = limits.source_positions,
+            model_target_positions = limits.target_positions,
+            "model limits"
+        );
         let (replicas, threads_per_replica) = cfg.threading();
         let ct2_config = Ct2Config {
             device: match cfg.device {
@@ -161,9 +204,17 @@ impl Engine {
             tokenizer,
             strip_eos,
             replicas,
-            max_input_length: cfg.max_input_length,
+            max_input_length,
+            // The start token takes the first position.
+            max_decoding_steps: limits.target_positions.map(|n| n.saturating_sub(1).max(1)),
             fingerprint,
         })
+    }
+
+    /// Source tokens a text may have (`</s>` and language tokens included): longer
+    /// ones are cut (see [`Engine::tokenize`]).
+    pub fn max_input_length(&self) -> usize {
+        self.max_input_length
     }
 
     /// Hash of the model directory's files: part of every cache key.
@@ -291,7 +342,13 @@ impl Engine {
     fn ct2_options(&self, options: &DecodeOptions) -> TranslationOptions<String, String> {
         TranslationOptions {
             beam_size: options.beam_size as usize,
-            max_decoding_length: options.max_decoding_length as usize,
+            // Never past the model's last target position, where CTranslate2 would fail
+            // the whole batch; the model cannot write more than that anyway.
+            max_decoding_length: self
+                .max_decoding_steps
+                .map_or(options.max_decoding_length as usize, |m| {
+                    m.min(options.max_decoding_length as usize)
+                }),
             length_penalty: options.length_penalty,
             repetition_penalty: options.repetition_penalty,
             no_repeat_ngram_size: options.no_repeat_ngram_size as usize,
@@ -411,6 +468,38 @@ mod tests {
         assert_eq!(cut, ["0", "1", "2", "3", "98", "99"]);
         assert_eq!(cut.capacity(), cut.len());
         assert_eq!(cut_source(toks(100), 0).len(), 100);
+    }
+
+    #[test]
+    fn the_input_limit_comes_from_the_model() {
+        assert_eq!(input_limit(0, Some(512)), Ok(512));
+        assert_eq!(input_limit(0, None), Ok(DEFAULT_MAX_INPUT_LENGTH));
+        assert_eq!(input_limit(256, Some(512)), Ok(256));
+        assert_eq!(input_limit(512, Some(512)), Ok(512));
+        assert_eq!(input_limit(4096, None), Ok(4096));
+        let e = input_limit(1024, Some(512)).unwrap_err();
+        assert!(e.contains("1024") && e.contains("512"), "{e}");
+    }
+
+    #[test]
+    fn loading_takes_the_limit_from_the_model_and_refuses_more() {
+        let cfg = ModelConfig {
+            threads: 1,
+            max_input_length: 2000,
+            ..ModelConfig::default()
+        };
+        let e = Engine::load(&cfg)
+            .err()
+            .expect("2000 > 1024 positions")
+            .to_string();
+        assert!(e.contains("2000") && e.contains("1024"), "{e}");
+        let engine = Engine::load(&ModelConfig {
+            threads: 1,
+            ..ModelConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(engine.max_input_length(), 1024);
+        assert_eq!(engine.max_decoding_steps, Some(1023));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`batcher`]: the batching policy (a pure function), the queue task, and one
 //!   engine thread per replica.
 //! - [`engine`]: CTranslate2 model and tokenizer (blocking; used from engine threads).
+//! - [`model_spec`]: the model's own limits (position tables), read from `model.bin`.
 //! - [`languages`]: client language codes → NLLB / M2M-100 language tokens.
 //! - [`worker`]: ties them together per delivery; reconnects; graceful drain.
 //! - [`telemetry`]: logging set-up, Prometheus metrics and readiness state.
@@ -39,6 +40,7 @@ pub mod gateway;
 pub mod http;
 pub mod languages;
 pub mod loadgen;
+pub mod model_spec;
 pub mod protocol;
 pub mod segment;
 pub mod telemetry;

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::{Client, ClientError, ClientOptions, ConnectArgs, TranslateRequest};
+use crate::client::{
+    Client, ClientError, ClientOptions, ConnectArgs, TranslateOptions, TranslateRequest,
+};
+use crate::protocol::Split;
 
 /// Errors that stop a run before it produces a report.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,15 @@ pub struct LoadgenArgs {
     /// Exit 0 even when jobs were answered with errors (lost or wrong jobs still fail).
     #[arg(long)]
     pub allow_errors: bool,
+    /// Send documents: each text is this many corpus sentences, one per line, sent
+    /// with `split: sentences` (segments are then counted from the reply; a line
+    /// break always ends a sentence, so they are the corpus sentences unless one holds
+    /// several). 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub document_sentences: usize,
+    /// Beam size sent with every job (default: the worker's).
+    #[arg(long)]
+    pub beam_size: Option<u32>,
 }
 
 impl LoadgenArgs {
@@ -103,6 +115,8 @@ impl LoadgenArgs {
             timeout_ms: 30_000,
             json: false,
             allow_errors: false,
+            document_sentences: 0,
+            beam_size: None,
         }
     }
 
@@ -394,6 +408,9 @@ struct Plan {
     source: String,
     target: String,
     verify_copy: bool,
+    /// Sentences per document; 0 sends plain texts.
+    document_sentences: usize,
+    beam_size: Option<u32>,
 }
 
 /// Runs the load and returns the report. Logs nothing to stdout; shows a progress bar
@@ -424,6 +441,8 @@ pub async fn run(args: &LoadgenArgs) -> Result<Report, LoadgenError> {
         source: args.source.clone(),
         target: args.target.clone(),
         verify_copy: args.verify_copy,
+        document_sentences: args.document_sentences,
+        beam_size: args.beam_size,
     });
     let timeout = Duration::from_millis(args.timeout_ms);
     let client = Client::connect(
@@ -522,8 +541,23 @@ async fn drive(
         if job >= plan.jobs {
             return tally;
         }
-        let texts = job_texts(&plan.corpus, plan.texts_per_job, plan.mode, job);
-        let request = TranslateRequest::new(plan.source.as_str(), plan.target.as_str(), texts);
+        let texts = match plan.document_sentences {
+            0 => job_texts(&plan.corpus, plan.texts_per_job, plan.mode, job),
+            n => job_texts(&plan.corpus, plan.texts_per_job * n, plan.mode, job)
+                .chunks(n)
+                .map(|c| c.join("\n"))
+                .collect(),
+        };
+        let mut request = TranslateRequest::new(plan.source.as_str(), plan.target.as_str(), texts);
+        if plan.document_sentences > 0 {
+            request = request.with_split(Split::Sentences);
+        }
+        if let Some(beam) = plan.beam_size {
+            request.options = Some(TranslateOptions {
+                beam_size: Some(beam),
+                ..TranslateOptions::default()
+            });
+        }
         let sent = request.texts.clone();
         let t = Instant::now();
         let result = client.translate(request).await;
@@ -534,8 +568,17 @@ async fn drive(
                 tally
                     .latency_us
                     .saturating_record(latency.as_micros().max(1) as u64);
-                tally.segments += sent.len() as u64;
-                tally.cached_segments += reply.cached.iter().filter(|c| **c).count() as u64;
+                match &reply.segments {
+                    // Documents: every sentence is a segment.
+                    Some(stats) => {
+                        tally.segments += stats.iter().map(|s| s.segments as u64).sum::<u64>();
+                        tally.cached_segments += stats.iter().map(|s| s.cached as u64).sum::<u64>();
+                    }
+                    None => {
+                        tally.segments += sent.len() as u64;
+                        tally.cached_segments += reply.cached.iter().filter(|c| **c).count() as u64;
+                    }
+                }
                 tally.tokens += sent
                     .iter()
                     .map(|t| t.split_whitespace().count() as u64)

@@ -34,7 +34,10 @@ pub fn init_logging(format: LogFormat) -> Result<(), TelemetryError> {
             .with_current_span(true)
             .try_init()
     } else {
-        builder.try_init()
+        // Colour codes only for a terminal: in a file or a pipe they are noise.
+        builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init()
     };
     res.map_err(|e| TelemetryError::Subscriber(e.to_string()))
 }
@@ -97,6 +100,9 @@ pub struct BuildInfo {
     pub backend: &'static str,
     /// `cpu` or `cuda`.
     pub device: String,
+    /// Source tokens per segment each model reads (comma-separated, in model order):
+    /// the model's own position limit unless configured lower.
+    pub max_input_length: String,
 }
 
 /// The CTranslate2 backend this binary was built with.
@@ -232,6 +238,11 @@ pub struct Metrics {
     pub engine_errors: Counter,
     /// Broker (re)connections after the first.
     pub broker_reconnects: Counter,
+    /// Source tokens of the texts sent to the engine (the work itself).
+    pub batch_real_tokens: Counter,
+    /// Padded source tokens sent to the engine (texts × longest, per batch): over
+    /// `batch_real_tokens`, what the batcher's length grouping wastes.
+    pub batch_padded_tokens: Counter,
     /// 1 while the model is loaded and the batcher runs.
     pub model_loaded: Gauge,
     /// 1 while the AMQP connection is open.
@@ -271,6 +282,8 @@ impl Default for Metrics {
             cache_stores: Counter::default(),
             engine_errors: Counter::default(),
             broker_reconnects: Counter::default(),
+            batch_real_tokens: Counter::default(),
+            batch_padded_tokens: Counter::default(),
             model_loaded: Gauge::default(),
             broker_connected: Gauge::default(),
             consuming: Gauge::default(),
@@ -312,11 +325,12 @@ impl Metrics {
         if let Some(b) = self.build_info.get() {
             let _ = writeln!(
                 o,
-                "# HELP {p}_build_info Build and model of this worker (always 1).\n# TYPE {p}_build_info gauge\n{p}_build_info{{version=\"{}\",model=\"{}\",backend=\"{}\",device=\"{}\"}} 1",
+                "# HELP {p}_build_info Build and model of this worker (always 1).\n# TYPE {p}_build_info gauge\n{p}_build_info{{version=\"{}\",model=\"{}\",backend=\"{}\",device=\"{}\",max_input_length=\"{}\"}} 1",
                 b.version,
                 escape_label(&b.model),
                 b.backend,
-                escape_label(&b.device)
+                escape_label(&b.device),
+                escape_label(&b.max_input_length)
             );
         }
         let ready = self.readiness().ready();
@@ -416,6 +430,16 @@ impl Metrics {
                 "Broker reconnections after the first connection.",
                 &self.broker_reconnects,
             ),
+            (
+                "batch_real_tokens_total",
+                "Source tokens of the texts sent to the engine.",
+                &self.batch_real_tokens,
+            ),
+            (
+                "batch_padded_tokens_total",
+                "Padded source tokens sent to the engine (texts x longest, per batch).",
+                &self.batch_padded_tokens,
+            ),
         ] {
             let _ = writeln!(
                 o,
@@ -509,10 +533,12 @@ mod tests {
                 model: "a\"b".into(),
                 backend: BACKEND,
                 device: "cpu".into(),
+                max_input_length: "512".into(),
             })
             .unwrap();
         let text = m.render();
         assert!(text.contains("translation_worker_ready 1"));
+        assert!(text.contains(r#"max_input_length="512""#), "{text}");
         assert!(text.contains(r#"model="a\"b""#), "{text}");
     }
 }

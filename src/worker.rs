@@ -153,8 +153,11 @@ impl Worker {
         let cache = Cache::new(&config.redis, metrics.clone())?;
         let policy = Policy {
             max_batch_size: config.batch.max_batch_size,
+            min_batch_size: config.batch.min_batch_size,
             max_batch_tokens: config.batch.max_batch_tokens,
             max_wait: config.max_wait(),
+            max_delay: Duration::from_millis(config.batch.max_delay_ms),
+            max_queued: config.batch.max_queued,
         };
         let model_configs: Vec<ModelConfig> = config.model_list().into_iter().cloned().collect();
         let most_threads = config.tokenize_threads();
@@ -233,6 +236,11 @@ impl Worker {
             device: models
                 .first()
                 .map_or_else(String::new, |m| m.config.device.to_string()),
+            max_input_length: models
+                .iter()
+                .map(|m| m.engine.max_input_length().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         });
         metrics.cache_enabled.set(u64::from(config.redis.enabled));
         metrics.model_loaded.set(1);
@@ -686,7 +694,7 @@ impl Shared {
         let engine = route.model.engine.clone();
         let lang = route.source.clone();
         let with_token = route.language_tokens().0.is_some();
-        let max_tokens = route.model.config.max_input_length;
+        let max_tokens = route.model.engine.max_input_length();
         let permit = self.tokenize_permit().await?;
         // Segmenting (and measuring long sentences in tokens) is CPU work.
         let (texts, seg) = tokio::task::spawn_blocking(move || {

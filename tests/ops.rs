@@ -256,3 +256,37 @@ async fn probes_and_metrics_follow_real_work_and_the_broker() {
     http.await.unwrap().unwrap();
     cleanup(&config).await;
 }
+
+/// `log.format = "text"` into a pipe (a file, `kubectl logs`, a collector) carries no
+/// ANSI colour codes; the start-up log names the model's input limit.
+#[test]
+fn text_logs_into_a_pipe_have_no_colour_codes() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_translation-worker"))
+        .arg("serve")
+        .env("TW_LOG__FORMAT", "text")
+        .env("RUST_LOG", "info")
+        // A port nothing listens on: the worker logs its retries and never consumes.
+        .env("TW_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("TW_HTTP__LISTEN", "")
+        .env("TW_REDIS__ENABLED", "false")
+        .env("TW_MODEL__PATH", "tests/fixtures/copy-model")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker binary starts");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(out.contains("model limits"), "no start-up log: {out}");
+    assert!(out.contains("max_input_length=1024"), "{out}");
+    assert!(!out.contains('\u{1b}'), "colour codes in a pipe: {out:?}");
+}

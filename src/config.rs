@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "TW_";
+/// The variable naming the configuration file (`--config`), read by the command line,
+/// not a `TW_<SECTION>__<KEY>` setting.
+pub const CONFIG_FILE_ENV: &str = "TW_CONFIG";
 
 /// Errors met while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -906,7 +909,7 @@ impl Config {
         merge(&mut table, file, "")?;
         let mut vars: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_FILE_ENV)
             .collect();
         vars.sort();
         for (var, value) in vars {
@@ -1437,6 +1440,19 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn tw_config_names_the_file_and_is_not_a_setting() {
+        let c = Config::from_sources(
+            "",
+            None,
+            env(&[("TW_CONFIG", "/etc/tw.toml"), ("TW_AMQP__PREFETCH", "64")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.amqp.prefetch, 64);
+        // Any other TW_ variable without a section is still refused.
+        assert!(Config::from_sources("", None, env(&[("TW_CONFIGG", "x")])).is_err());
     }
 
     #[test]

@@ -348,13 +348,7 @@ fn closed_loop(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(EngineError::Translate("bench thread panicked".into())))
-            })
-            .collect()
+        join_threads(handles)
     });
     for r in results {
         for (i, len) in r? {
@@ -366,6 +360,19 @@ fn closed_loop(
         .map_err(|_| EngineError::Translate("bench lock poisoned".into()))?
         .batches;
     Ok((out, batches))
+}
+
+/// Joins scoped bench threads; a panicked one counts as an engine error.
+fn join_threads<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, EngineError>>>,
+) -> Vec<Result<T, EngineError>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(EngineError::Translate("bench thread panicked".into())))
+        })
+        .collect()
 }
 
 /// A batch's index and its output token counts.
@@ -400,13 +407,7 @@ fn translate_batches(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(EngineError::Translate("bench thread panicked".into())))
-            })
-            .collect()
+        join_threads(handles)
     });
     let mut lens: Vec<ChunkLens> = Vec::new();
     for r in results {

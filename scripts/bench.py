@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 import uuid
 
@@ -237,11 +238,13 @@ def main() -> None:
     lone_sentence = sorted(lines[: a.jobs], key=len)[a.jobs // 2]
     with open(lone_file, "w", encoding="utf-8") as f:
         f.write(lone_sentence + "\n")
-    # The worker's batching settings (its defaults unless set in the environment, which
-    # the worker children inherit): the window legs run the same policy.
-    batch = int(os.environ.get("TW_BATCH__MAX_BATCH_SIZE", "64"))
-    min_batch = int(os.environ.get("TW_BATCH__MIN_BATCH_SIZE", "32"))
-    tokens = os.environ.get("TW_BATCH__MAX_BATCH_TOKENS", "8192")
+    # The worker's batching settings, as `check-config` resolves them (its defaults,
+    # or TW_BATCH__* from the environment, which the worker children inherit): the
+    # window legs run the same policy.
+    settings = tomllib.loads(subprocess.run([a.bin, "check-config"], check=True,
+                                            stdout=subprocess.PIPE, text=True).stdout)["batch"]
+    batch, min_batch = settings["max_batch_size"], settings["min_batch_size"]
+    tokens = settings["max_batch_tokens"]
     r = {"batch": batch, "min_batch": min_batch, "tokens": tokens}
 
     log("ceiling: bench-engine, one sorted call, 2 replicas x 1 thread")

@@ -605,12 +605,10 @@ fn take_batch(
         }
     }
     taken.sort_by_key(|q| q.tokens.len());
-    let longest = taken.last().map_or(0, |q| q.tokens.len());
+    let padded = taken.last().map_or(0, |q| q.tokens.len()) * taken.len();
     metrics.batch_size.observe(taken.len() as f64);
-    metrics.batch_tokens.observe((longest * taken.len()) as f64);
-    metrics
-        .batch_padded_tokens
-        .add((longest * taken.len()) as u64);
+    metrics.batch_tokens.observe(padded as f64);
+    metrics.batch_padded_tokens.add(padded as u64);
     metrics
         .batch_real_tokens
         .add(taken.iter().map(|q| q.tokens.len() as u64).sum());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::batcher::{next_batch, Decision, Pending, Policy};
-use crate::config::ModelConfig;
+use crate::config::{BatchConfig, ModelConfig};
 use crate::engine::{Engine, EngineError};
 use crate::protocol::DecodeOptions;
 
@@ -56,18 +56,18 @@ pub struct EngineBench {
     /// or cache. 0: off.
     #[arg(long, default_value_t = 0)]
     pub window: usize,
-    /// With `--window`: the policy's `max_batch_tokens`.
-    #[arg(long, default_value_t = 8192)]
+    /// With `--window`: the policy's `max_batch_tokens` (default: the worker's).
+    #[arg(long, default_value_t = BatchConfig::default().max_batch_tokens)]
     pub max_batch_tokens: usize,
     /// With `--window`: the policy's `min_batch_size` (default: `--max-batch-size`,
     /// a fixed size).
     #[arg(long)]
     pub min_batch_size: Option<usize>,
-    /// With `--window`: the policy's `max_wait_ms`.
-    #[arg(long, default_value_t = 5)]
+    /// With `--window`: the policy's `max_wait_ms` (default: the worker's).
+    #[arg(long, default_value_t = BatchConfig::default().max_wait_ms)]
     pub max_wait_ms: u64,
-    /// With `--window`: the policy's `max_delay_ms`.
-    #[arg(long, default_value_t = 2000)]
+    /// With `--window`: the policy's `max_delay_ms` (default: the worker's).
+    #[arg(long, default_value_t = BatchConfig::default().max_delay_ms)]
     pub max_delay_ms: u64,
 }
 

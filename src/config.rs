@@ -735,8 +735,8 @@ pub struct BatchConfig {
     /// a replica. An idle engine never waits.
     pub max_wait_ms: u64,
     /// Longest (ms) a text may be passed over for batches of texts closer in length to
-    /// each other; after that the next batch is built around it. 0: every batch is
-    /// built around the oldest text.
+    /// each other; after that the next batch holds it. 0: every batch holds the oldest
+    /// text.
     pub max_delay_ms: u64,
     /// Most distinct texts the batcher holds and sorts by length to choose batches
     /// from (its window); jobs wait to enter beyond it.

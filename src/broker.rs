@@ -33,6 +33,19 @@ pub enum BrokerError {
         /// What to check, for TLS failures; empty otherwise.
         hint: &'static str,
     },
+    /// The broker refused the login (`ACCESS_REFUSED`, 403) or the user's access to
+    /// the vhost (`NOT_ALLOWED`, 530): a configuration error, not an outage.
+    #[error(
+        "the broker at {url} refused the connection: {message}. Check the user and \
+         password in amqp.url (or the file amqp.url_file names) and the user's \
+         permissions on the vhost"
+    )]
+    Refused {
+        /// Redacted URL.
+        url: String,
+        /// The broker's reply text (it never carries the password).
+        message: String,
+    },
     /// The TLS files (`amqp.tls_*`) could not be read.
     #[error(transparent)]
     TlsFiles(#[from] ConfigError),
@@ -76,6 +89,23 @@ pub enum BrokerError {
     /// The broker did not confirm a publish in time.
     #[error("no publisher confirm within {0:?}")]
     ConfirmTimeout(Duration),
+}
+
+impl BrokerError {
+    /// Whether the broker refused the login or the vhost (see [`BrokerError::Refused`]).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, BrokerError::Refused { .. })
+    }
+}
+
+/// The broker's reply text when `err` is a refused login (403) or vhost (530).
+fn refusal(err: &lapin::Error) -> Option<String> {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) if matches!(e.get_id(), 403 | 530) => {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
 }
 
 fn amqp(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
@@ -147,6 +177,12 @@ pub async fn connect(
         OwnedTLSConfig::default()
     };
     let connect_err = |source: lapin::Error| {
+        if let Some(message) = refusal(&source) {
+            return BrokerError::Refused {
+                url: redact_url(&cfg.url),
+                message,
+            };
+        }
         let hint = if cfg.url.starts_with("amqps://") && mentions_tls(&source.to_string()) {
             " (TLS: the broker's certificate must chain to amqp.tls_ca_file or the system \
              roots, SSL_CERT_FILE, and name the URL's host)"

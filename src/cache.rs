@@ -293,6 +293,20 @@ impl Connection {
         }
     }
 
+    /// One `PING` (on a cluster, to whichever node the connection picks).
+    async fn ping(&self) -> RedisResult<()> {
+        match self {
+            Connection::Standalone(m) => {
+                let mut conn = m.clone();
+                redis::cmd("PING").query_async(&mut conn).await
+            }
+            Connection::Cluster(lazy) => {
+                let mut conn = lazy.get().await?;
+                redis::cmd("PING").query_async(&mut conn).await
+            }
+        }
+    }
+
     /// Forgets the connection after a failure (cluster only; the manager reconnects).
     fn reset(&self) {
         if let Connection::Cluster(lazy) = self {
@@ -414,6 +428,40 @@ impl Cache {
             Err(_) => self.failed(conn, "get", &"timed out"),
         }
         out
+    }
+
+    /// Checks Redis with one `PING` and records the result (`redis_up`, the breaker),
+    /// as any cache call does. The worker probes at start and then while it idles, so
+    /// readiness and `redis_up` tell the truth before the first job and after Redis
+    /// comes back, not only once traffic finds out. While the breaker is open a probe
+    /// goes out only when a cache call would (one per cool-down). Returns whether
+    /// Redis answered; false when the cache is disabled.
+    pub async fn probe(&self) -> bool {
+        let Some(conn) = self.conn.as_ref() else {
+            return false;
+        };
+        if !self.breaker.allow() {
+            return false;
+        }
+        match tokio::time::timeout(self.timeout, conn.ping()).await {
+            Ok(Ok(())) => {
+                self.succeeded();
+                true
+            }
+            Ok(Err(e)) => {
+                self.failed(conn, "ping", &e);
+                false
+            }
+            Err(_) => {
+                self.failed(conn, "ping", &"timed out");
+                false
+            }
+        }
+    }
+
+    /// Whether caching is enabled (`redis.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.conn.is_some()
     }
 
     /// Stores `entries` with the configured TTL in one pipelined round trip.

@@ -126,7 +126,9 @@ pub struct GatewayConfig {
     pub max_pending: usize,
     /// Largest request body (POST) and query string (GET), in bytes; larger is 413/414.
     pub max_body_bytes: usize,
-    /// Most texts (`q` values) in one request; more is 413.
+    /// Most texts (`q` values) in one request; more is 413. 0 (the default) = the
+    /// workers' `limits.max_texts`; a larger value is refused (see
+    /// [`Config::gateway_max_texts`]).
     pub max_texts: usize,
     /// Seconds put in `Retry-After` of a 503 (overload or broker down).
     pub retry_after_secs: u64,
@@ -139,7 +141,7 @@ impl Default for GatewayConfig {
             request_timeout_ms: 30_000,
             max_pending: 1024,
             max_body_bytes: 1024 * 1024,
-            max_texts: 128,
+            max_texts: 0,
             retry_after_secs: 1,
         }
     }
@@ -1070,9 +1072,14 @@ impl Config {
             "must be at least 64",
         )?;
         check(
-            self.gateway.max_texts >= 1,
+            self.gateway.max_texts <= self.limits.max_texts,
             "gateway.max_texts",
-            "must be at least 1",
+            &format!(
+                "({}) must not exceed limits.max_texts ({}): the gateway would accept \
+                 requests every worker refuses. Lower it, or raise limits.max_texts (the \
+                 gateway and the workers read the same setting)",
+                self.gateway.max_texts, self.limits.max_texts
+            ),
         )?;
         check(
             self.gateway.retry_after_secs >= 1,
@@ -1120,6 +1127,59 @@ impl Config {
             "must be at least 64",
         )?;
         Ok(())
+    }
+
+    /// Most texts per gateway request: `gateway.max_texts`, or the workers'
+    /// `limits.max_texts` when it is 0. A gateway allowing more than the workers would
+    /// accept requests they all refuse, so validation refuses that.
+    pub fn gateway_max_texts(&self) -> usize {
+        match self.gateway.max_texts {
+            0 => self.limits.max_texts,
+            n => n,
+        }
+    }
+
+    /// Settings that are valid but work against each other, as plain warnings: the
+    /// worker logs each at start-up and `check-config` prints them. Not errors: a
+    /// small `amqp.prefetch` is right for jobs of many texts (prefetch counts jobs,
+    /// batches count texts), it only starves the batcher on one-text jobs.
+    pub fn advisories(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some((id, replicas)) = self
+            .model_list()
+            .iter()
+            .map(|m| (m.model_id(), m.threading().0))
+            .max_by_key(|(_, replicas)| *replicas)
+        else {
+            return out;
+        };
+        let wanted = 2 * self.batch.max_batch_size * replicas;
+        if usize::from(self.amqp.prefetch) < wanted {
+            out.push(format!(
+                "amqp.prefetch = {} is below 2 × batch.max_batch_size × replicas = {wanted} \
+                 (model {id}, {replicas} replicas): one-text jobs cannot fill a batch, so \
+                 throughput falls (docs/benchmarks.md); jobs of many texts need fewer. \
+                 Raise amqp.prefetch, or lower batch.max_batch_size",
+                self.amqp.prefetch
+            ));
+        }
+        out
+    }
+
+    /// The effective configuration as TOML, URLs redacted, for `check-config`. With
+    /// `[[models]]` the single `[model]` section is ignored, so it is left out.
+    pub fn effective_toml(&self) -> Result<String, ConfigError> {
+        let mut shown = self.clone();
+        shown.amqp.url = redact_url(&shown.amqp.url);
+        shown.redis.url = redact_url(&shown.redis.url);
+        let mut value =
+            toml::Value::try_from(&shown).map_err(|e| ConfigError::Shape(e.to_string()))?;
+        if !self.models.is_empty() {
+            if let Some(table) = value.as_table_mut() {
+                table.remove("model");
+            }
+        }
+        toml::to_string(&value).map_err(|e| ConfigError::Shape(e.to_string()))
     }
 
     /// Every `(source, target)` language pair this configuration serves, in order.
@@ -1453,6 +1513,62 @@ mod tests {
         assert_eq!(c.amqp.prefetch, 64);
         // Any other TW_ variable without a section is still refused.
         assert!(Config::from_sources("", None, env(&[("TW_CONFIGG", "x")])).is_err());
+    }
+
+    #[test]
+    fn gateway_max_texts_above_the_workers_limit_is_refused() {
+        let err = Config::from_sources("[gateway]\nmax_texts = 200\n", None, env(&[]))
+            .expect_err("200 gateway texts against 128 worker texts")
+            .to_string();
+        assert!(
+            err.contains("gateway.max_texts") && err.contains("limits.max_texts (128)"),
+            "{err}"
+        );
+        let both = "[gateway]\nmax_texts = 200\n[limits]\nmax_texts = 200\n";
+        let c = Config::from_sources(both, None, env(&[])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.gateway_max_texts(), 200);
+        // Unset (0), it follows the workers' limit, so a worker-only file that lowers
+        // limits.max_texts needs no gateway setting.
+        let c = Config::from_sources("[limits]\nmax_texts = 16\n", None, env(&[]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.gateway.max_texts, 0);
+        assert_eq!(c.gateway_max_texts(), 16);
+    }
+
+    #[test]
+    fn prefetch_below_the_batchers_need_is_a_warning_not_an_error() {
+        let pinned = "[model]\nthreads = 2\nreplicas = 2\n";
+        let c = Config::from_sources(pinned, None, env(&[("TW_AMQP__PREFETCH", "1")]))
+            .unwrap_or_else(|e| panic!("prefetch 1 is allowed: {e}"));
+        let advice = c.advisories();
+        assert_eq!(advice.len(), 1, "{advice:?}");
+        assert!(
+            advice[0].contains("amqp.prefetch = 1") && advice[0].contains("= 256"),
+            "{advice:?}"
+        );
+        // The defaults agree with each other on two replicas.
+        let c = Config::from_sources(pinned, None, env(&[])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.advisories(), Vec::<String>::new());
+        let c = Config::from_sources(pinned, None, env(&[("TW_AMQP__PREFETCH", "256")]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.advisories(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn effective_toml_leaves_out_the_ignored_model_section() {
+        let single = Config::from_sources("", None, env(&[])).unwrap_or_else(|e| panic!("{e}"));
+        assert!(single.effective_toml().unwrap().contains("[model]"));
+        let many = Config::from_sources(
+            "[[models]]\npath = \"tests/fixtures/copy-model\"\nsource = \"ko\"\ntarget = \"en\"\n",
+            None,
+            env(&[]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = many.effective_toml().unwrap();
+        assert!(!shown.contains("[model]"), "{shown}");
+        assert!(shown.contains("[[models]]"), "{shown}");
+        let back: Config = toml::from_str(&shown).unwrap_or_else(|e| panic!("{e}: {shown}"));
+        assert_eq!(back.models, many.models);
     }
 
     #[test]

@@ -16,8 +16,12 @@ use crate::protocol::DecodeOptions;
 /// Errors from the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The model directory is missing or unreadable.
-    #[error("cannot read model directory {path}: {message}")]
+    /// The model directory is missing or unreadable (`path` says, for a relative one,
+    /// which working directory it was resolved against).
+    #[error(
+        "cannot read model directory {path} (model.path or a [[models]] entry's path; \
+         TW_MODEL__PATH): {message}"
+    )]
     ModelFiles {
         /// The directory.
         path: String,
@@ -119,10 +123,27 @@ pub fn input_limit(configured: usize, model: Option<usize>) -> Result<usize, Str
     }
 }
 
+/// `path` for messages: a relative path also names the working directory it is
+/// resolved against (the defaults are relative to the repository root, and a worker
+/// started elsewhere otherwise reports only "tests/fixtures/copy-model: not found").
+fn shown_path(path: &Path) -> String {
+    if path.is_absolute() {
+        return path.display().to_string();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => format!(
+            "{} (relative to the working directory {})",
+            path.display(),
+            cwd.display()
+        ),
+        Err(_) => path.display().to_string(),
+    }
+}
+
 impl Engine {
     /// Loads the model described by `cfg`. Blocks (reads and hashes the model files).
     pub fn load(cfg: &ModelConfig) -> Result<Self, EngineError> {
-        let path = cfg.path.display().to_string();
+        let path = shown_path(&cfg.path);
         let fingerprint = fingerprint_dir(&cfg.path).map_err(|e| EngineError::ModelFiles {
             path: path.clone(),
             message: e.to_string(),
@@ -459,6 +480,33 @@ pub fn fingerprint_dir(dir: &Path) -> std::io::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_relative_model_path_names_the_setting_and_the_working_directory() {
+        let cfg = ModelConfig {
+            path: "no/such/model-dir".into(),
+            ..ModelConfig::default()
+        };
+        let err = match Engine::load(&cfg) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a missing directory loads"),
+        };
+        let cwd = std::env::current_dir().unwrap();
+        assert!(err.contains("no/such/model-dir"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "relative to the working directory {}",
+                cwd.display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("model.path") && err.contains("TW_MODEL__PATH"),
+            "{err}"
+        );
+        // An absolute path is shown as it is.
+        assert_eq!(shown_path(Path::new("/models/x")), "/models/x");
+    }
 
     #[test]
     fn long_sources_keep_what_ctranslate2_reads() {

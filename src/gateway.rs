@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::jittered;
 use crate::client::{Client, ClientError, ClientOptions, TranslateReply, TranslateRequest};
 use crate::config::{Config, GatewayConfig};
+use crate::http_errors::JsonErrors;
 use crate::protocol::{ErrorCode, Split};
 use crate::telemetry::{Counter, Gauge, Histogram};
 
@@ -55,7 +56,7 @@ use crate::telemetry::{Counter, Gauge, Histogram};
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// `gateway.listen` could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (gateway.listen, TW_GATEWAY__LISTEN): {source}")]
     Bind {
         /// Configured address.
         addr: String,
@@ -65,6 +66,10 @@ pub enum GatewayError {
     /// The server stopped with an I/O error.
     #[error("gateway HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The broker refused the gateway's first login: a configuration error (see
+    /// [`Gateway::run`]).
+    #[error(transparent)]
+    Refused(Box<crate::broker::BrokerError>),
 }
 
 /// How often the supervisor checks that the broker connection is still up (a call
@@ -233,9 +238,38 @@ impl ApiError {
     }
 }
 
+/// The body of every gateway error. A struct, not `json!`: its keys go out in this
+/// order, as the docs show them (`json!` objects serialise sorted).
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    /// What went wrong (LibreTranslate clients read this).
+    error: &'a str,
+    /// Machine-readable code.
+    code: &'a str,
+}
+
+/// `GET /translate`'s answer.
+#[derive(Serialize)]
+struct GetReply {
+    translations: Vec<String>,
+    cached: Vec<bool>,
+    model: String,
+}
+
+/// `/healthz`'s answer.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    broker: &'static str,
+    pending: usize,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": self.message, "code": self.code }));
+        let body = Json(ErrorJson {
+            error: &self.message,
+            code: self.code,
+        });
         let mut response = (self.status, body).into_response();
         if let Some(secs) = self.retry_after {
             response
@@ -604,7 +638,7 @@ impl AppState {
 async fn get_translate(
     State(s): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<GetReply>, ApiError> {
     let query = query.unwrap_or_default();
     if query.len() > s.cfg.max_body_bytes {
         return Err(ApiError::new(
@@ -618,11 +652,11 @@ async fn get_translate(
         ));
     }
     let reply = s.translate(parse_query(&query)?).await?;
-    Ok(Json(json!({
-        "translations": reply.translations,
-        "cached": reply.cached,
-        "model": reply.model,
-    })))
+    Ok(Json(GetReply {
+        translations: reply.translations,
+        cached: reply.cached,
+        model: reply.model,
+    }))
 }
 
 async fn post_translate(
@@ -666,11 +700,11 @@ async fn healthz(State(s): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if up { "ok" } else { "unavailable" },
-        "broker": if up { "up" } else { "down" },
-        "pending": s.metrics.pending(),
-    });
+    let body = Health {
+        status: if up { "ok" } else { "unavailable" },
+        broker: if up { "up" } else { "down" },
+        pending: s.metrics.pending(),
+    };
     (status, Json(body)).into_response()
 }
 
@@ -708,6 +742,15 @@ async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Re
     response
 }
 
+/// A known route asked with a method it does not take (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed here: /translate and /languages take GET and POST, /healthz and /metrics GET"),
+    )
+}
+
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/translate", get(get_translate).post(post_translate))
@@ -715,6 +758,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/languages", get(get_languages).post(get_languages))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -729,14 +773,14 @@ async fn supervise(
     options: ClientOptions,
     (initial, max): (Duration, Duration),
     stop: CancellationToken,
-) {
+) -> Option<crate::broker::BrokerError> {
     let metrics = &state.metrics;
     let mut backoff = initial;
     let mut connected_before = false;
     loop {
         let attempt = tokio::select! {
             r = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_amqp(&amqp, options.clone())) => r,
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return None,
         };
         match attempt {
             Ok(Ok(client)) => {
@@ -765,9 +809,13 @@ async fn supervise(
                 metrics.broker_connected.set(0);
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await;
                 if stopping {
-                    return;
+                    return None;
                 }
                 tracing::warn!("gateway lost the broker connection; reconnecting");
+            }
+            Ok(Err(ClientError::Setup(e))) if e.is_refused() && !connected_before => {
+                tracing::error!(error = %e, "the broker refused the gateway's login; stopping");
+                return Some(*e);
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "gateway cannot connect to the broker"),
             Err(_) => tracing::warn!(
@@ -779,8 +827,33 @@ async fn supervise(
         backoff = (backoff * 2).min(max);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return None,
         }
+    }
+}
+
+/// The gateway's listener: accepted connections are wrapped in [`JsonErrors`], so the
+/// errors hyper answers itself carry the same JSON body as the handlers' errors.
+struct Listener {
+    inner: tokio::net::TcpListener,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = JsonErrors<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let metrics = self.metrics.clone();
+        let on_rewrite = Box::new(move |status| {
+            metrics.record("other", "other", status, Duration::ZERO);
+        });
+        (JsonErrors::new(io, on_rewrite), addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
@@ -789,7 +862,7 @@ pub struct Gateway {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     supervisor_stop: CancellationToken,
-    supervisor: tokio::task::JoinHandle<()>,
+    supervisor: tokio::task::JoinHandle<Option<crate::broker::BrokerError>>,
     drain: Duration,
 }
 
@@ -798,7 +871,8 @@ impl Gateway {
     /// broker (`amqp.url`, `amqp.exchange`) in the background: until connected,
     /// `/healthz` and translations answer 503. Must be called on a Tokio runtime.
     pub async fn bind(config: &Config) -> Result<Self, GatewayError> {
-        let cfg = config.gateway.clone();
+        let mut cfg = config.gateway.clone();
+        cfg.max_texts = config.gateway_max_texts();
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
             .map_err(|source| GatewayError::Bind {
@@ -865,27 +939,49 @@ impl Gateway {
     /// Serves until `shutdown` fires, then stops accepting connections, lets requests
     /// in flight finish (up to `shutdown.drain_timeout_secs`) and closes the broker
     /// connection.
+    ///
+    /// A refused login (`ACCESS_REFUSED`, or `NOT_ALLOWED` for the vhost) before the
+    /// first successful connection is almost always a wrong `amqp.url`: the gateway
+    /// stops serving and returns [`GatewayError::Refused`] (the binary exits non-zero)
+    /// rather than answering 503 for ever. Later refusals are retried like outages.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
-        let app = router(self.state.clone());
+        let Gateway {
+            listener,
+            state,
+            supervisor_stop,
+            mut supervisor,
+            drain,
+        } = self;
+        let app = router(state.clone());
         let stop = shutdown.clone();
+        let listener = Listener {
+            inner: listener,
+            metrics: state.metrics.clone(),
+        };
         let serve = async move {
-            axum::serve(self.listener, app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         };
-        let drain = self.drain;
         let result = tokio::select! {
             r = serve => r.map_err(GatewayError::Serve),
             _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
                 tracing::warn!(
-                    pending = self.state.metrics.pending(),
+                    pending = state.metrics.pending(),
                     "gateway drain deadline passed; closing with requests in flight"
                 );
                 Ok(())
             }
+            done = &mut supervisor => {
+                // The supervisor only returns early on a refused first login.
+                return match done {
+                    Ok(Some(refused)) => Err(GatewayError::Refused(Box::new(refused))),
+                    _ => Ok(()),
+                };
+            }
         };
-        self.supervisor_stop.cancel();
-        let _ = self.supervisor.await;
+        supervisor_stop.cancel();
+        let _ = supervisor.await;
         result
     }
 }
@@ -1067,7 +1163,7 @@ mod tests {
                 "gateway.request_timeout_ms",
             ),
             ("TW_GATEWAY__MAX_BODY_BYTES", "10", "gateway.max_body_bytes"),
-            ("TW_GATEWAY__MAX_TEXTS", "0", "gateway.max_texts"),
+            ("TW_GATEWAY__MAX_TEXTS", "129", "gateway.max_texts"),
             (
                 "TW_GATEWAY__RETRY_AFTER_SECS",
                 "0",

@@ -22,7 +22,7 @@ use crate::telemetry::Metrics;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (http.listen, TW_HTTP__LISTEN; empty disables the listener): {source}")]
     Bind {
         /// Configured address.
         addr: String,
@@ -80,6 +80,18 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `/readyz`'s body. A struct, not `json!`: its keys go out in this order, as the
+/// docs show them (`json!` objects serialise sorted).
+#[derive(serde::Serialize)]
+struct ReadyJson {
+    ready: bool,
+    model_loaded: bool,
+    broker_connected: bool,
+    consuming: bool,
+    /// `up`, `down` or `disabled`.
+    redis: &'static str,
+}
+
 async fn readyz(State(m): State<Arc<Metrics>>) -> Response {
     let r = m.readiness();
     let status = if r.ready() {
@@ -87,17 +99,17 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({
-        "ready": r.ready(),
-        "model_loaded": r.model_loaded,
-        "broker_connected": r.broker_connected,
-        "consuming": r.consuming,
-        "redis": match (r.cache_enabled, r.redis_up) {
+    let body = ReadyJson {
+        ready: r.ready(),
+        model_loaded: r.model_loaded,
+        broker_connected: r.broker_connected,
+        consuming: r.consuming,
+        redis: match (r.cache_enabled, r.redis_up) {
             (false, _) => "disabled",
             (true, true) => "up",
             (true, false) => "down",
         },
-    });
+    };
     (status, Json(body)).into_response()
 }
 

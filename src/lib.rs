@@ -23,6 +23,8 @@
 //! - [`echo`]: `echo`, a model-free consumer answering in the reply shape (broker ceiling).
 //! - [`gateway`]: `gateway`, HTTP (`/translate`, LibreTranslate-compatible) in front of
 //!   the queue through the [`client`].
+//! - [`http_errors`]: JSON bodies for the errors hyper answers itself (414, 431, 400),
+//!   on the gateway's connections.
 //!
 //! Data flow: delivery → [`protocol::parse_job`] → [`cache::Cache::get_many`] → misses
 //! tokenized → [`batcher::BatcherHandle::translate`] → engine thread → reply published
@@ -38,6 +40,7 @@ pub mod echo;
 pub mod engine;
 pub mod gateway;
 pub mod http;
+pub mod http_errors;
 pub mod languages;
 pub mod loadgen;
 pub mod model_spec;

@@ -87,10 +87,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig { config } => {
-            let mut config = Config::load(config.as_deref())?;
-            config.amqp.url = translation_worker::config::redact_url(&config.amqp.url);
-            config.redis.url = translation_worker::config::redact_url(&config.redis.url);
-            print!("{}", toml::to_string(&config)?);
+            let config = Config::load(config.as_deref())?;
+            print!("{}", config.effective_toml()?);
+            for advice in config.advisories() {
+                eprintln!("warning: {advice}");
+            }
             Ok(())
         }
         Command::Translate(args) => {
@@ -228,6 +229,9 @@ fn print_replies(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    for advice in config.advisories() {
+        tracing::warn!("{advice}");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     let metrics = Arc::new(Metrics::default());
@@ -247,12 +251,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         w = Worker::start_observed(config, metrics, |engine| engine) => w?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    worker.run(shutdown).await;
+    let ran = worker.run(shutdown).await;
     http_stop.cancel();
     if let Some(task) = http {
         task.await.context("HTTP task")??;
     }
-    Ok(())
+    Ok(ran?)
 }
 
 async fn gateway(config: Config) -> anyhow::Result<()> {

@@ -16,11 +16,20 @@ pub enum TelemetryError {
     Subscriber(String),
 }
 
+/// Levels when `RUST_LOG` is not set. lapin's I/O loop is off: it logs every failed
+/// connection attempt at ERROR as "Exponential backoff attempts exhausted, aborting
+/// recovery" (its own reconnection is disabled here, so that fires on the first
+/// failure), which reads as "gave up" while the worker keeps retrying. Every such
+/// failure reaches the worker as an error, which it logs with the (redacted) URL and
+/// what it does next.
+const DEFAULT_LOG_FILTER: &str = "info,lapin::io_loop=off";
+
 /// Installs the global `tracing` subscriber: JSON lines or human-readable text, levels
-/// from `RUST_LOG` (default `info`).
+/// from `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]).
 pub fn init_logging(format: LogFormat) -> Result<(), TelemetryError> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -362,7 +371,7 @@ impl Metrics {
             ),
             (
                 "redis_up",
-                "1 after a successful Redis call, 0 after a failed one.",
+                "1 after a successful Redis call (a job's, or the PING sent at start and every 5 s), 0 after a failed one.",
                 self.redis_up.get(),
             ),
         ] {

@@ -39,6 +39,9 @@ pub enum WorkerError {
     /// A blocking start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(String),
+    /// The broker refused the worker's first login (see [`Worker::run`]).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// State shared by every job.
@@ -276,7 +279,14 @@ impl Worker {
     /// backoff and jitter whenever the connection is lost. On shutdown it stops
     /// consuming, lets in-flight jobs finish for up to `shutdown.drain_timeout_secs`,
     /// and closes the connection; anything unanswered is redelivered by the broker.
-    pub async fn run(self, shutdown: CancellationToken) {
+    ///
+    /// A refused login (`ACCESS_REFUSED`, or `NOT_ALLOWED` for the vhost) before the
+    /// first successful connection is almost always a wrong `amqp.url`: `run` returns
+    /// it as an error then (the binary exits non-zero, so Kubernetes shows a crash
+    /// loop with the reason) instead of retrying for ever. After the worker has
+    /// been connected, a refusal (rotated credentials, a broker restoring its users)
+    /// is retried like any outage, with a warning that says so.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let shared = self.shared.clone();
         let self_metrics = shared.metrics.clone();
         let amqp = &shared.config.amqp;
@@ -289,10 +299,13 @@ impl Worker {
             })
             .collect();
         let tracker = TaskTracker::new();
+        let probe_stop = shutdown.child_token();
+        let probe = tokio::spawn(probe_redis(shared.clone(), probe_stop.clone()));
         let initial = Duration::from_millis(amqp.reconnect_initial_ms);
         let max = Duration::from_millis(amqp.reconnect_max_ms);
         let mut backoff = initial;
         let mut connected_before = false;
+        let mut fatal = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -331,6 +344,16 @@ impl Worker {
                         Err(e) => tracing::warn!(error = %e, "broker connection lost"),
                     }
                 }
+                Err(e) if e.is_refused() && !connected_before => {
+                    tracing::error!(error = %e, "the broker refused the login; stopping");
+                    fatal = Some(e);
+                    break;
+                }
+                Err(e) if e.is_refused() => tracing::warn!(
+                    error = %e,
+                    "the broker refused a login it accepted before (credentials rotated, \
+                     user or vhost removed?); retrying"
+                ),
                 Err(e) => tracing::warn!(error = %e, "broker unavailable"),
             }
             let delay = jittered(backoff);
@@ -346,6 +369,8 @@ impl Worker {
         }
         // Jobs of a lost connection may still be running; give them the same deadline.
         drain(&shared, &tracker).await;
+        probe_stop.cancel();
+        let _ = probe.await;
         shared.metrics.model_loaded.set(0);
         drop(shared);
         // Dropping the last batcher handle lets the batcher finish and stop.
@@ -370,6 +395,33 @@ impl Worker {
             cache_misses = m.segments_cache_miss.get(),
             "worker stopped"
         );
+        match fatal {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How often the worker PINGs Redis to keep `redis_up` (and `/readyz`) current while
+/// jobs do not: under Kubernetes' default readiness period (10 s), and one tiny
+/// command per worker every few seconds costs Redis nothing.
+const REDIS_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// PINGs Redis at once and then every [`REDIS_PROBE_INTERVAL`] until `stop`, so a
+/// fresh or idle worker reports Redis as it is (see [`Cache::probe`]).
+async fn probe_redis(shared: Arc<Shared>, stop: CancellationToken) {
+    if !shared.cache.enabled() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shared.cache.probe() => {}
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REDIS_PROBE_INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

@@ -302,6 +302,120 @@ async fn translates_through_the_worker_in_both_dialects() {
     cleanup(&config).await;
 }
 
+/// Sends `request` raw over TCP (reading while writing: the server may answer and
+/// close before it has read everything) and returns status, head and body.
+async fn raw_exchange(addr: &str, request: Vec<u8>) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("gateway port");
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        // The server may stop reading and close: a failed write is expected then.
+        let _ = wr.write_all(&request).await;
+        wr
+    });
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "no end of response within 10 s: {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+    drop(writer.await);
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The gateway's promise "every error is `{"error","code"}`" holds for the answers
+/// hyper gives before any handler runs (a request line over 64 KiB, a head over its
+/// read buffer, bytes that are not HTTP) and for a method a route does not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_even_those_hyper_answers_itself() {
+    let config = test_config();
+    // The default body limit (1 MiB): the sizes below are the ones a user hit with it.
+    assert_eq!(config.gateway.max_body_bytes, 1_048_576);
+    let gw = RunningGateway::start(config.clone()).await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let json_error = |status: u16, head: &str, body: &str| -> Value {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{status}: {head}"
+        );
+        let v: Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{status} body is not JSON ({e}): {body:?}"));
+        assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    };
+    let get_with_query = |len: usize| {
+        let query = format!("source=ko&target=en&q={}", "a".repeat(len));
+        format!("GET /translate?{query} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+    };
+
+    // PUT on a GET/POST route: 405 with Allow, JSON body.
+    let (status, head, body) = raw_exchange(
+        &addr,
+        b"PUT /translate HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(status, 405, "{head}");
+    assert!(head.to_ascii_lowercase().contains("allow: "), "{head}");
+    assert!(head.contains("POST"), "{head}");
+    assert_eq!(
+        json_error(status, &head, &body)["code"],
+        "method_not_allowed"
+    );
+
+    // A 65,600-byte query string: over the `http` crate's URI limit, so hyper answers.
+    let (status, head, body) = raw_exchange(&addr, get_with_query(65_600)).await;
+    assert_eq!(status, 414, "{head}");
+    let v = json_error(status, &head, &body);
+    assert_eq!(v["code"], "too_large");
+    assert!(v["error"].as_str().unwrap().contains("POST"), "{v}");
+
+    // A 1,048,600-byte one: over hyper's read buffer.
+    let (status, head, body) = raw_exchange(&addr, get_with_query(1_048_600)).await;
+    assert_eq!(status, 431, "{head}");
+    assert_eq!(json_error(status, &head, &body)["code"], "too_large");
+
+    // Not HTTP at all.
+    let (status, head, body) = raw_exchange(&addr, b"HELLO\r\n\r\n".to_vec()).await;
+    assert_eq!(status, 400, "{head}");
+    assert_eq!(json_error(status, &head, &body)["code"], "invalid_request");
+
+    // The rewritten answers are counted.
+    let text = http_client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for status in [414, 431, 400] {
+        let series = format!(
+            r#"translation_gateway_requests_total{{method="other",route="other",status="{status}"}}"#
+        );
+        assert_eq!(metric_sample(&text, &series), Some(1.0), "{series}: {text}");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_consumer_times_out_overload_is_503_and_shutdown_drains() {
     let mut config = test_config();
@@ -465,4 +579,28 @@ async fn the_gateway_subcommand_serves_and_stops_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
     worker.stop().await;
     cleanup(&config).await;
+}
+
+/// A gateway whose first login the broker refuses stops with that error (the binary
+/// exits non-zero) instead of answering 503 for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_first_login_stops_the_gateway() {
+    let mut config = test_config();
+    config.amqp.url = "amqp://guest:not-the-password@127.0.0.1:5672/%2f".into();
+    let gw = RunningGateway::start(config).await;
+    let ran = tokio::time::timeout(Duration::from_secs(20), gw.task)
+        .await
+        .expect("the gateway stops on a refused first login")
+        .expect("gateway task");
+    match ran {
+        Err(GatewayError::Refused(e)) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("ACCESS_REFUSED") && said.contains("amqp.url"),
+                "{said}"
+            );
+            assert!(!said.contains("not-the-password"), "{said}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

@@ -108,7 +108,7 @@ fn a_language_token_missing_from_the_vocabulary_stops_the_start() {
 struct Multi {
     config: Config,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), translation_worker::worker::WorkerError>>,
 }
 
 impl Multi {

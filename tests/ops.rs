@@ -257,6 +257,71 @@ async fn probes_and_metrics_follow_real_work_and_the_broker() {
     cleanup(&config).await;
 }
 
+/// Waits until `/readyz` reports `"redis": want`, with no job sent.
+async fn wait_for_redis_state(port: u16, want: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, body) = get(port, "/readyz").await;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if ready["redis"] == want {
+            return ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still says redis {} after {within:?} (wanted {want}): {body}",
+            ready["redis"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An idle worker reports Redis as it is: up from the start (before any job), down
+/// soon after it dies, up again after it returns, all without traffic. `/readyz`
+/// stays 200 throughout: the cache is optional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_redis_as_it_is_without_traffic() {
+    let mut redis = common::private::PrivateRedis::start(&[]);
+    let mut config = test_config();
+    config.redis.url = redis.url();
+    config.redis.breaker_cooldown_ms = 500;
+    let metrics = Arc::new(Metrics::default());
+    let server = HttpServer::bind("127.0.0.1:0", metrics.clone())
+        .await
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(server.serve(http_stop.clone()));
+    let worker = Worker::start_observed(config.clone(), metrics.clone(), |e| e)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+    wait_until_status(port, "/readyz", 200, Duration::from_secs(30)).await;
+
+    // Up at once: the first probe goes out when the worker starts, not with a job.
+    wait_for_redis_state(port, "up", Duration::from_secs(2)).await;
+    assert_eq!(metrics.redis_up.get(), 1);
+    assert_eq!(metrics.jobs_ok.get(), 0, "no job was sent");
+
+    // Down within one probe interval (5 s) plus the command timeout.
+    redis.stop();
+    let down = wait_for_redis_state(port, "down", Duration::from_secs(8)).await;
+    assert_eq!(down["ready"], true, "Redis does not gate readiness: {down}");
+    assert_eq!(get(port, "/readyz").await.0, 200);
+    assert_eq!(metrics.redis_up.get(), 0);
+
+    // Back within one probe interval plus the breaker's cool-down.
+    redis.start_again();
+    wait_for_redis_state(port, "up", Duration::from_secs(8)).await;
+    assert_eq!(metrics.jobs_ok.get(), 0, "still no job sent");
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    http_stop.cancel();
+    http.await.unwrap().unwrap();
+    cleanup(&config).await;
+}
+
 /// `log.format = "text"` into a pipe (a file, `kubectl logs`, a collector) carries no
 /// ANSI colour codes; the start-up log names the model's input limit.
 #[test]
@@ -289,4 +354,79 @@ fn text_logs_into_a_pipe_have_no_colour_codes() {
     assert!(out.contains("model limits"), "no start-up log: {out}");
     assert!(out.contains("max_input_length=1024"), "{out}");
     assert!(!out.contains('\u{1b}'), "colour codes in a pipe: {out:?}");
+}
+
+/// The binary, with the default log levels (no `RUST_LOG`), against the shared broker
+/// with a wrong password: it exits non-zero soon, saying plainly that the broker
+/// refused the login and which setting to check, and lapin's misleading "attempts
+/// exhausted, aborting recovery" line does not appear. Against a port nothing
+/// listens on it keeps retrying (an outage, not a configuration error).
+#[test]
+fn a_refused_login_stops_the_binary_with_a_plain_message() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let run = |url: &str, within: Duration| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_translation-worker"))
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env("TW_LOG__FORMAT", "json")
+            .env("TW_AMQP__URL", url)
+            .env("TW_HTTP__LISTEN", "")
+            .env("TW_REDIS__ENABLED", "false")
+            .env("TW_MODEL__PATH", "tests/fixtures/copy-model")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the worker binary starts");
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let readers = (
+            std::thread::spawn(move || {
+                let mut out = String::new();
+                let _ = stdout.read_to_string(&mut out);
+                out
+            }),
+            std::thread::spawn(move || {
+                let mut out = String::new();
+                let _ = stderr.read_to_string(&mut out);
+                out
+            }),
+        );
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let out = format!("{}{}", readers.0.join().unwrap(), readers.1.join().unwrap());
+        (status, out)
+    };
+
+    let (status, out) = run(
+        "amqp://guest:not-the-password@127.0.0.1:5672/%2f",
+        Duration::from_secs(20),
+    );
+    let status = status.unwrap_or_else(|| panic!("still running after 20 s: {out}"));
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("refused the connection"), "{out}");
+    assert!(out.contains("ACCESS_REFUSED"), "{out}");
+    assert!(out.contains("amqp.url"), "{out}");
+    assert!(!out.contains("not-the-password"), "{out}");
+    assert!(!out.contains("attempts exhausted"), "{out}");
+
+    let closed = common::private::free_port(&[]);
+    let (status, out) = run(
+        &format!("amqp://guest:guest@127.0.0.1:{closed}/%2f"),
+        Duration::from_secs(6),
+    );
+    assert!(status.is_none(), "an unreachable broker is retried: {out}");
+    assert!(out.contains("broker unavailable"), "{out}");
+    assert!(out.contains("reconnecting to the broker"), "{out}");
+    assert!(!out.contains("attempts exhausted"), "{out}");
 }

@@ -178,11 +178,13 @@ struct RedisCluster {
     dir: PathBuf,
 }
 
-/// A port that is free, and whose cluster bus port (+10000) is free too.
+/// A port that is free, and whose cluster bus port (+10000) is free too; both below
+/// the kernel's ephemeral range (32768), for the reason `common::private::free_port`
+/// gives.
 fn free_cluster_port(taken: &[u16]) -> u16 {
     let seed = uuid::Uuid::new_v4().as_u128();
     for i in 0..2000u128 {
-        let port = 20_000 + ((seed + i * 7919) % 25_000) as u16;
+        let port = 10_000 + ((seed + i * 7919) % 12_000) as u16;
         if taken.contains(&port) {
             continue;
         }
@@ -240,10 +242,11 @@ impl RedisCluster {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         for &port in &cluster.ports {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis node {port} did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                common::private::try_wait_port(port, left),
+                "redis node {port} did not start"
+            );
         }
         let nodes: Vec<String> = cluster
             .ports

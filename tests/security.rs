@@ -157,13 +157,29 @@ async fn passwords_never_reach_logs_or_errors() {
     wrong.amqp.url = amqp_url(AMQP_WRONG, rabbit.port);
     wrong.redis.url = redis_url(REDIS_WRONG, redis.port);
     wrong.http.listen = String::new();
-    errors.push(
-        Session::open(&wrong.amqp, &[])
-            .await
-            .err()
-            .map(|e| format!("{e}\n{e:?}"))
-            .expect("a wrong password is refused"),
+    let refused = Session::open(&wrong.amqp, &[])
+        .await
+        .err()
+        .expect("a wrong password is refused");
+    assert!(refused.is_refused(), "{refused:?}");
+    let said = refused.to_string();
+    assert!(
+        said.contains("ACCESS_REFUSED") && said.contains("amqp.url"),
+        "the message names the broker's reason and the setting: {said}"
     );
+    errors.push(format!("{refused}\n{refused:?}"));
+    // A worker whose first login is refused stops with that error instead of
+    // retrying for ever (the binary exits non-zero).
+    let worker = Worker::start(wrong.clone()).await.expect("worker starts");
+    let ran = tokio::time::timeout(
+        Duration::from_secs(20),
+        worker.run(CancellationToken::new()),
+    )
+    .await
+    .expect("a refused first login stops the worker");
+    let err = ran.expect_err("the worker reports the refusal");
+    assert!(err.to_string().contains("refused the connection"), "{err}");
+    errors.push(format!("{err}\n{err:?}"));
     run_briefly(wrong, Duration::from_millis(1500)).await;
 
     // 3. Nothing listens: connection refused on both.

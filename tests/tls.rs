@@ -266,7 +266,11 @@ async fn wait_for_stores(metrics: &Metrics, n: u64) {
 async fn run_worker(
     config: &Config,
     rabbit: &PrivateRabbit,
-) -> (Arc<Metrics>, CancellationToken, tokio::task::JoinHandle<()>) {
+) -> (
+    Arc<Metrics>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), translation_worker::worker::WorkerError>>,
+) {
     let worker = Worker::start(config.clone()).await.expect("worker starts");
     let metrics = worker.metrics();
     let shutdown = CancellationToken::new();

@@ -464,46 +464,11 @@ async fn identical_concurrent_texts_are_translated_once() {
     cleanup(&config).await;
 }
 
-/// A private redis-server on a free port, killed on drop.
-struct PrivateRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/setup.sh)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "private redis did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { port, child }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caching_stops_with_redis_and_resumes_when_it_returns() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = PrivateRedis::start(port);
+    let mut redis = common::private::PrivateRedis::start(&[]);
     let mut config = test_config();
-    config.redis.url = format!("redis://127.0.0.1:{}", redis.port);
+    config.redis.url = redis.url();
     config.redis.breaker_cooldown_ms = 200;
     let w = start_worker(config.clone()).await;
     let bus = Bus::connect().await;
@@ -514,7 +479,7 @@ async fn caching_stops_with_redis_and_resumes_when_it_returns() {
     let r = bus.rpc(&config.amqp.queue, &job("before")).await;
     assert_eq!(cached(&r), vec![true], "cache works while Redis is up");
 
-    drop(redis);
+    redis.stop();
     for _ in 0..5 {
         let r = bus.rpc(&config.amqp.queue, &job("during")).await;
         assert_eq!(translations(&r), vec!["during"]);
@@ -522,7 +487,7 @@ async fn caching_stops_with_redis_and_resumes_when_it_returns() {
     }
     assert!(w.metrics.cache_errors.get() >= 1);
 
-    let _redis = PrivateRedis::start(port);
+    redis.start_again();
     // After the breaker's cool-down a probe reconnects; the second identical job hits.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

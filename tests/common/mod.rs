@@ -53,7 +53,7 @@ pub fn test_config() -> Config {
 pub struct RunningWorker {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<()>,
+    pub task: tokio::task::JoinHandle<Result<(), translation_worker::worker::WorkerError>>,
     pub config: Config,
 }
 
@@ -97,10 +97,21 @@ pub async fn wait_for_consumer(queue: &str) {
 
 /// Like [`wait_for_consumer`], on the broker at `url`.
 pub async fn wait_for_consumer_at(url: &str, queue: &str) {
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .expect("broker reachable");
     let deadline = Instant::now() + Duration::from_secs(60);
+    // A broker that has just started may open its port a moment before it accepts
+    // AMQP handshakes.
+    let conn = loop {
+        match Connection::connect(url, ConnectionProperties::default()).await {
+            Ok(conn) => break conn,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!(
+                "broker at {} never reachable: {e}",
+                translation_worker::config::redact_url(url)
+            ),
+        }
+    };
     loop {
         // A passive declare on a fresh channel: it fails (and closes the channel) while
         // the queue does not exist yet.

@@ -14,12 +14,19 @@ use std::time::{Duration, Instant};
 /// Ports handed out earlier in this process are never handed out again, even before
 /// their server binds them: otherwise a broker's distribution port (`port + 1`) could
 /// land on a TLS port another call just picked for the same test.
+///
+/// Ports come from below the kernel's ephemeral range: a port inside it can be taken
+/// as the source port of some outgoing connection before the server binds it, and a
+/// readiness probe to an unbound ephemeral port can connect to itself (TCP
+/// simultaneous open), which once made a broker look up before it listened.
 pub fn free_port(neighbours: &[u16]) -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let (low, high) = private_port_range();
+    let span = u128::from(high - low);
     let seed = uuid::Uuid::new_v4().as_u128();
     for i in 0..4000u128 {
-        let port = 30_000 + ((seed + i * 7919) % 20_000) as u16;
+        let port = low + ((seed + i * 7919) % span) as u16;
         let wanted: Vec<u16> = std::iter::once(port)
             .chain(neighbours.iter().map(|&n| port + n))
             .collect();
@@ -31,6 +38,23 @@ pub fn free_port(neighbours: &[u16]) -> u16 {
         }
     }
     panic!("no free port");
+}
+
+/// `[low, high)` for private servers: from 10000 up to the start of the kernel's
+/// ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default).
+fn private_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    // Neighbours (`port + 1`, TLS ports) need a little room under the range's start.
+    let high = ephemeral_start.saturating_sub(16);
+    assert!(
+        high > LOW + 1000,
+        "the ephemeral port range starts at {ephemeral_start}: no room for private servers"
+    );
+    (LOW, high)
 }
 
 fn private_dir(kind: &str) -> PathBuf {
@@ -47,13 +71,19 @@ pub fn wait_port(port: u16, timeout: Duration) {
 /// Waits until `port` accepts TCP connections; false after `timeout`.
 pub fn try_wait_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            // A socket connected to itself (same local and peer address) means nothing
+            // listens there yet.
+            if s.local_addr().ok() != s.peer_addr().ok() {
+                return true;
+            }
+        }
         if Instant::now() >= deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    true
 }
 
 fn kill_pid(pid: u32) {

@@ -56,6 +56,15 @@ pub struct EngineBench {
     /// or cache. 0: off.
     #[arg(long, default_value_t = 0)]
     pub window: usize,
+    /// Documents of this many consecutive lines, joined with newlines and cut into
+    /// segments by the worker's own segmenter (as `loadgen --document-sentences`
+    /// sends them with `split: sentences`): every mode then translates those
+    /// segments (the default mode's one sorted call is the ceiling over them), and
+    /// `--window W` keeps W / D documents in flight, each let in whole and replaced
+    /// once all of its segments are translated, as such a client refills the worker.
+    /// 1: the lines themselves, one a job.
+    #[arg(long, default_value_t = 1)]
+    pub document_size: usize,
     /// With `--window`: the policy's `max_batch_tokens` (default: the worker's).
     #[arg(long, default_value_t = BatchConfig::default().max_batch_tokens)]
     pub max_batch_tokens: usize,
@@ -127,7 +136,8 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
         ..ModelConfig::default()
     };
     let engine = Engine::load(&cfg)?;
-    let sources = sentences
+    let (texts, docs) = documents(&sentences, b.document_size.max(1));
+    let sources = texts
         .iter()
         .map(|s| engine.tokenize(s, None))
         .collect::<Result<Vec<_>, _>>()?;
@@ -160,7 +170,12 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
             translate_batches(&engine, &sources, &in_order, &options, b.replicas)
                 .map(|l| (l, Some(in_order.clone())))
         } else if b.window > 0 {
-            closed_loop(&engine, &sources, b.window, &policy, &options, b.replicas)
+            let shape = LoopShape {
+                in_flight: b.window.div_ceil(b.document_size.max(1)),
+                docs: &docs,
+                replicas: b.replicas,
+            };
+            closed_loop(&engine, &sources, shape, &policy, &options)
                 .map(|(l, batches)| (l, Some(batches)))
         } else {
             engine
@@ -221,13 +236,56 @@ pub fn run(b: &EngineBench) -> Result<EngineBenchReport, EngineError> {
 /// One timed pass: output lengths, and the batches it ran (`None`: CTranslate2's own).
 type Pass = (Vec<usize>, Option<Vec<Vec<usize>>>);
 
+/// Groups `lines` into documents of `size` consecutive lines joined with newlines,
+/// cut into segments as the worker cuts a `split: sentences` text; returns the
+/// segments and each document's range of them. With `size` 1: the lines, one each.
+fn documents(lines: &[&str], size: usize) -> (Vec<String>, Vec<std::ops::Range<usize>>) {
+    if size <= 1 {
+        let texts: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        let docs = (0..texts.len()).map(|i| i..i + 1).collect();
+        return (texts, docs);
+    }
+    let mut texts = Vec::new();
+    let mut docs = Vec::new();
+    for chunk in lines.chunks(size) {
+        let doc = chunk.join("\n");
+        let start = texts.len();
+        texts.extend(
+            crate::segment::sentences(&doc, "ko")
+                .into_iter()
+                .filter_map(|r| doc.get(r).map(str::trim))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+        // A document with no segments would never finish, nor be replaced.
+        if texts.len() > start {
+            docs.push(start..texts.len());
+        }
+    }
+    (texts, docs)
+}
+
+/// How [`closed_loop`] lets sentences in.
+#[derive(Debug, Clone, Copy)]
+struct LoopShape<'a> {
+    /// Documents in flight (queued or running).
+    in_flight: usize,
+    /// Each document's range of sentences: let in whole, replaced once all of its
+    /// sentences are translated (documents of one sentence: one-sentence jobs).
+    docs: &'a [std::ops::Range<usize>],
+    /// Engine threads.
+    replicas: usize,
+}
+
 /// What the replica threads of [`closed_loop`] share.
 struct LoopState {
     queue: VecDeque<Pending>,
     /// `ids[i]`: the sentence of `queue[i]`.
     ids: VecDeque<usize>,
-    /// Next sentence to let in.
+    /// Next document to let in.
     next: usize,
+    /// Untranslated sentences of each document let in (by document index).
+    left: Vec<usize>,
     /// Replicas not running a batch.
     free: usize,
     /// Texts in running batches.
@@ -235,23 +293,39 @@ struct LoopState {
     batches: Vec<Vec<usize>>,
 }
 
-/// A closed loop over the engine alone: `window` sentences in flight (queued or in a
-/// running batch), a new one let in for each one translated, batches chosen by the
-/// worker's own policy ([`next_batch`]) and run by one thread per replica, as the
-/// worker's engine threads do. What a batcher that sees only `window` texts can reach
-/// without broker, cache or JSON.
+/// A closed loop over the engine alone: `shape.window` sentences in flight (queued or
+/// in a running batch), a new document let in for each one fully translated (a
+/// sentence for each sentence, with documents of one), batches chosen by the worker's
+/// own policy ([`next_batch`]) and run by one thread per replica, as the worker's
+/// engine threads do. What a batcher that sees only `window` texts can reach without
+/// broker, cache or JSON.
 fn closed_loop(
     engine: &Engine,
     sources: &[Vec<String>],
-    window: usize,
+    shape: LoopShape<'_>,
     policy: &Policy,
     options: &DecodeOptions,
-    replicas: usize,
 ) -> Result<(Vec<usize>, Vec<Vec<usize>>), EngineError> {
     use std::sync::{Condvar, Mutex};
-    let replicas = replicas.max(1);
+    let replicas = shape.replicas.max(1);
+    let docs = shape.docs;
+    // `doc_of[i]`: the document of sentence `i`.
+    let mut doc_of = vec![0usize; sources.len()];
+    for (d, range) in docs.iter().enumerate() {
+        for i in range.clone() {
+            if let Some(slot) = doc_of.get_mut(i) {
+                *slot = d;
+            }
+        }
+    }
     let start = Instant::now();
-    let first = window.max(1).min(sources.len());
+    let first_docs = shape.in_flight.max(1).min(docs.len());
+    let first = docs.get(first_docs.wrapping_sub(1)).map_or(0, |r| r.end);
+    let left: Vec<usize> = docs
+        .iter()
+        .enumerate()
+        .map(|(d, r)| if d < first_docs { r.len() } else { 0 })
+        .collect();
     let state = Mutex::new(LoopState {
         queue: (0..first)
             .map(|i| Pending {
@@ -261,7 +335,8 @@ fn closed_loop(
             })
             .collect(),
         ids: (0..first).collect(),
-        next: first,
+        next: first_docs,
+        left,
         free: replicas,
         in_batches: 0,
         batches: Vec::new(),
@@ -310,18 +385,27 @@ fn closed_loop(
                                 st = lock()?;
                                 st.free += 1;
                                 st.in_batches -= batch.len();
-                                // A new sentence for each one answered (the closed loop).
-                                for _ in 0..batch.len() {
-                                    if st.next < sources.len() {
-                                        let i = st.next;
+                                // A new document for each one finished (the closed
+                                // loop), its sentences all at once.
+                                for &j in &batch {
+                                    let d = doc_of[j];
+                                    st.left[d] -= 1;
+                                    if st.left[d] > 0 || st.next >= docs.len() {
+                                        continue;
+                                    }
+                                    let next = st.next;
+                                    let range = docs[next].clone();
+                                    let now = Instant::now();
+                                    st.left[next] = range.len();
+                                    for i in range {
                                         st.queue.push_back(Pending {
                                             tokens: sources[i].len(),
                                             options: *options,
-                                            enqueued: Instant::now(),
+                                            enqueued: now,
                                         });
                                         st.ids.push_back(i);
-                                        st.next += 1;
                                     }
+                                    st.next += 1;
                                 }
                                 changed.notify_all();
                             }
@@ -335,7 +419,7 @@ fn closed_loop(
                                     .0;
                             }
                             Decision::WaitForEngine | Decision::Idle => {
-                                if st.queue.is_empty() && st.next >= sources.len() {
+                                if st.queue.is_empty() && st.next >= docs.len() {
                                     changed.notify_all();
                                     return Ok(done);
                                 }
@@ -415,4 +499,29 @@ fn translate_batches(
     }
     lens.sort_by_key(|(i, _)| *i);
     Ok(lens.into_iter().flat_map(|(_, l)| l).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_cut_as_the_worker_cuts_them() {
+        let lines = ["첫 문장입니다.", "둘째! 셋째?", "넷째 문장", "다섯째."];
+        // One line a job: the lines themselves.
+        let (texts, docs) = documents(&lines, 1);
+        assert_eq!(texts, lines);
+        assert_eq!(docs, vec![0..1, 1..2, 2..3, 3..4]);
+        // Documents of two lines: the second line is two sentences.
+        let (texts, docs) = documents(&lines, 2);
+        assert_eq!(
+            texts,
+            ["첫 문장입니다.", "둘째!", "셋째?", "넷째 문장", "다섯째."]
+        );
+        assert_eq!(docs, vec![0..3, 3..5]);
+        // A last, shorter document.
+        let (texts, docs) = documents(&lines, 3);
+        assert_eq!(texts.len(), 5);
+        assert_eq!(docs, vec![0..4, 4..5]);
+    }
 }

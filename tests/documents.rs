@@ -64,6 +64,8 @@ async fn documents_round_trip_exactly_and_share_cached_sentences() {
     assert_eq!(seg_a[2], (0, 0), "whitespace has no segments");
     assert_eq!(cached(&r), [false, false, false]);
 
+    wait_for_stores(&w.metrics, seg_a[0].0).await;
+
     // The second document: its three sentences shared with the first come from the
     // cache, the others do not.
     let r = bus

@@ -143,11 +143,14 @@ async fn translates_through_the_worker_in_both_dialects() {
     );
 
     // GET with two q: translations in order, neither cached; then both cached.
+    let stored = worker.metrics.cache_stores.get();
     let (status, _, v) = get_translate(&http, &gw, "ko", "en", &[&t1, &t2]).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["translations"], json!([t1, t2]));
     assert_eq!(v["cached"], json!([false, false]));
     assert_eq!(v["model"], "copy-model");
+    // One job, its segments stored in one round trip after its reply.
+    wait_for_stores(&worker.metrics, stored + 2).await;
     let (status, _, v) = get_translate(&http, &gw, "ko", "en", &[&t1, &t2]).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["translations"], json!([t1, t2]));

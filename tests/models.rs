@@ -107,6 +107,7 @@ fn a_language_token_missing_from_the_vocabulary_stops_the_start() {
 /// A worker of several models, running until the test ends.
 struct Multi {
     config: Config,
+    metrics: std::sync::Arc<translation_worker::telemetry::Metrics>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), translation_worker::worker::WorkerError>>,
 }
@@ -117,6 +118,7 @@ impl Multi {
         config.models = models;
         config.validate().expect("valid multi-model config");
         let worker = Worker::start(config.clone()).await.expect("worker starts");
+        let metrics = worker.metrics();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(shutdown.clone()));
         for m in config.model_list() {
@@ -124,6 +126,7 @@ impl Multi {
         }
         Self {
             config,
+            metrics,
             shutdown,
             task,
         }
@@ -182,6 +185,7 @@ async fn one_worker_routes_pairs_to_nllb_and_m2m_models() {
     let r = call(&bus, &ex, "ko-en", json!({ "texts": [KO, "둘째 문장"] })).await;
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(translations(&r), [KO, "둘째 문장"]);
+    wait_for_stores(&w.metrics, 2).await;
     assert_eq!(r["model"], "nllb-copy");
     // Same text, other target: another cache entry (the pair is part of the key).
     let r = call(&bus, &ex, "ko-ja", json!({ "text": KO })).await;

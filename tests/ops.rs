@@ -176,6 +176,7 @@ async fn probes_and_metrics_follow_real_work_and_the_broker() {
             .await;
         assert_eq!(r["status"], "ok", "{r}");
     }
+    wait_for_stores(&metrics, 20).await;
     let again = serde_json::to_vec(&json!({"text": sample_text(0)})).unwrap();
     assert_eq!(bus.rpc(&config.amqp.queue, &again).await["cached"][0], true);
     let bad = bus.rpc(&config.amqp.queue, b"{not json").await;

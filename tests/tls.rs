@@ -248,20 +248,6 @@ async fn rpc(bus: &Bus, queue: &str, texts: &[String]) -> Value {
     bus.rpc(queue, &body).await
 }
 
-/// Waits until `metrics` counted at least `n` cache stores (a store follows the reply).
-async fn wait_for_stores(metrics: &Metrics, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metrics.cache_stores.get() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} cache stores (errors: {})",
-            metrics.cache_stores.get(),
-            metrics.cache_errors.get()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Starts a worker on `config`; waits (over the plain port) until it consumes.
 async fn run_worker(
     config: &Config,

@@ -122,6 +122,7 @@ async fn repeated_job_is_served_from_redis_without_the_engine() {
     let engine_texts = w.metrics.batch_size.sum();
     // The duplicate inside the job was translated once.
     assert_eq!(engine_texts, 2.0);
+    wait_for_stores(&w.metrics, 2).await;
     let second = bus.rpc(&config.amqp.queue, &body).await;
     assert_eq!(translations(&second), texts);
     // The empty text never touches cache or model: it reports not cached.
@@ -476,6 +477,7 @@ async fn caching_stops_with_redis_and_resumes_when_it_returns() {
 
     let r = bus.rpc(&config.amqp.queue, &job("before")).await;
     assert_eq!(cached(&r), vec![false]);
+    wait_for_stores(&w.metrics, 1).await;
     let r = bus.rpc(&config.amqp.queue, &job("before")).await;
     assert_eq!(cached(&r), vec![true], "cache works while Redis is up");
 

@@ -90,6 +90,22 @@ pub async fn start_worker_with(
     }
 }
 
+/// Waits until the worker has stored at least `n` translations in the cache. It
+/// stores them after publishing the reply (then acks), so a test that repeats a job
+/// right after its reply and expects a cache hit must wait for this first.
+pub async fn wait_for_stores(metrics: &translation_worker::telemetry::Metrics, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.cache_stores.get() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} translations were stored (cache errors: {})",
+            metrics.cache_stores.get(),
+            metrics.cache_errors.get()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until `queue` has at least one consumer.
 pub async fn wait_for_consumer(queue: &str) {
     wait_for_consumer_at(AMQP_URL, queue).await;

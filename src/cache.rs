@@ -431,31 +431,22 @@ impl Cache {
     }
 
     /// Checks Redis with one `PING` and records the result (`redis_up`, the breaker),
-    /// as any cache call does. The worker probes at start and then while it idles, so
-    /// readiness and `redis_up` tell the truth before the first job and after Redis
-    /// comes back, not only once traffic finds out. While the breaker is open a probe
-    /// goes out only when a cache call would (one per cool-down). Returns whether
-    /// Redis answered; false when the cache is disabled.
-    pub async fn probe(&self) -> bool {
+    /// as any cache call does. The worker probes at start and every few seconds, so
+    /// readiness and `redis_up` tell the truth before the first job and on an idle
+    /// worker, not only once traffic finds out. While the breaker is open a probe
+    /// goes out only when a cache call would (one per cool-down). Nothing when the
+    /// cache is disabled.
+    pub async fn probe(&self) {
         let Some(conn) = self.conn.as_ref() else {
-            return false;
+            return;
         };
         if !self.breaker.allow() {
-            return false;
+            return;
         }
         match tokio::time::timeout(self.timeout, conn.ping()).await {
-            Ok(Ok(())) => {
-                self.succeeded();
-                true
-            }
-            Ok(Err(e)) => {
-                self.failed(conn, "ping", &e);
-                false
-            }
-            Err(_) => {
-                self.failed(conn, "ping", &"timed out");
-                false
-            }
+            Ok(Ok(())) => self.succeeded(),
+            Ok(Err(e)) => self.failed(conn, "ping", &e),
+            Err(_) => self.failed(conn, "ping", &"timed out"),
         }
     }
 

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::jittered;
 use crate::client::{Client, ClientError, ClientOptions, TranslateReply, TranslateRequest};
 use crate::config::{Config, GatewayConfig};
-use crate::http_errors::JsonErrors;
+use crate::http_errors::{ErrorJson, JsonErrors};
 use crate::protocol::{ErrorCode, Split};
 use crate::telemetry::{Counter, Gauge, Histogram};
 
@@ -236,16 +236,6 @@ impl ApiError {
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
         }
     }
-}
-
-/// The body of every gateway error. A struct, not `json!`: its keys go out in this
-/// order, as the docs show them (`json!` objects serialise sorted).
-#[derive(Serialize)]
-struct ErrorJson<'a> {
-    /// What went wrong (LibreTranslate clients read this).
-    error: &'a str,
-    /// Machine-readable code.
-    code: &'a str,
 }
 
 /// `GET /translate`'s answer.

@@ -37,6 +37,17 @@ enum Scan {
     Off,
 }
 
+/// The body of every gateway error, handlers' and rewritten ones alike. A struct, not
+/// `json!`: its keys go out in this order, as the docs show them (`json!` objects
+/// serialise sorted).
+#[derive(serde::Serialize)]
+pub(crate) struct ErrorJson<'a> {
+    /// What went wrong (LibreTranslate clients read this).
+    pub error: &'a str,
+    /// Machine-readable code.
+    pub code: &'a str,
+}
+
 /// Called with the status of each response rewritten (the gateway counts them: they
 /// never reach its handlers or its metrics middleware).
 pub type OnRewrite = Box<dyn Fn(u16) + Send + Sync>;
@@ -126,13 +137,7 @@ fn describe(status: u16) -> (&'static str, &'static str) {
 /// closes after it, as hyper closes it after these errors.
 fn json_response(status: u16) -> Vec<u8> {
     let (code, message) = describe(status);
-    // The gateway's error shape, keys in its order (`json!` would sort them).
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        error: &'a str,
-        code: &'a str,
-    }
-    let body = serde_json::to_string(&Body {
+    let body = serde_json::to_string(&ErrorJson {
         error: message,
         code,
     })

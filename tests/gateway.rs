@@ -43,6 +43,17 @@ impl RunningGateway {
         format!("{}{path}", self.base)
     }
 
+    /// The text of `/metrics`.
+    async fn metrics_text(&self, http: &reqwest::Client) -> String {
+        http.get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// Waits until `/healthz` says the broker connection is up.
     async fn wait_healthy(&self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -254,14 +265,7 @@ async fn translates_through_the_worker_in_both_dialects() {
     let (status, _, v) = answer(http.get(gw.url("/healthz")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["broker"], "up");
-    let text = http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text(&http).await;
     let sample =
         |series: &str| metric_sample(&text, series).unwrap_or_else(|| panic!("{series}: {text}"));
     assert_eq!(
@@ -402,14 +406,7 @@ async fn every_error_is_json_even_those_hyper_answers_itself() {
     assert_eq!(json_error(status, &head, &body)["code"], "invalid_request");
 
     // The rewritten answers are counted.
-    let text = http_client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text(&http_client()).await;
     for status in [414, 431, 400] {
         let series = format!(
             r#"translation_gateway_requests_total{{method="other",route="other",status="{status}"}}"#

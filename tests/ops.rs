@@ -105,6 +105,22 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
+/// The operations listener over `metrics` on a free port: its port, its stop token
+/// and its task.
+async fn serve_probes(
+    metrics: Arc<Metrics>,
+) -> (
+    u16,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), translation_worker::http::HttpError>>,
+) {
+    let server = HttpServer::bind("127.0.0.1:0", metrics).await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.serve(stop.clone()));
+    (port, stop, task)
+}
+
 async fn wait_until_status(port: u16, path: &str, want: u16, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
@@ -127,12 +143,7 @@ async fn probes_and_metrics_follow_real_work_and_the_broker() {
     config.amqp.url = proxy.url();
     config.amqp.reconnect_max_ms = 200;
     let metrics = Arc::new(Metrics::default());
-    let server = HttpServer::bind("127.0.0.1:0", metrics.clone())
-        .await
-        .unwrap();
-    let port = server.local_addr().unwrap().port();
-    let http_stop = CancellationToken::new();
-    let http = tokio::spawn(server.serve(http_stop.clone()));
+    let (port, http_stop, http) = serve_probes(metrics.clone()).await;
 
     // Before the model is loaded: alive, not ready, no build info yet.
     assert_eq!(get(port, "/healthz").await.0, 200);
@@ -286,12 +297,7 @@ async fn readiness_reports_redis_as_it_is_without_traffic() {
     config.redis.url = redis.url();
     config.redis.breaker_cooldown_ms = 500;
     let metrics = Arc::new(Metrics::default());
-    let server = HttpServer::bind("127.0.0.1:0", metrics.clone())
-        .await
-        .unwrap();
-    let port = server.local_addr().unwrap().port();
-    let http_stop = CancellationToken::new();
-    let http = tokio::spawn(server.serve(http_stop.clone()));
+    let (port, http_stop, http) = serve_probes(metrics.clone()).await;
     let worker = Worker::start_observed(config.clone(), metrics.clone(), |e| e)
         .await
         .unwrap();

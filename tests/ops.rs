@@ -329,35 +329,68 @@ async fn readiness_reports_redis_as_it_is_without_traffic() {
     cleanup(&config).await;
 }
 
+/// Runs `translation-worker serve` with the copy model, no HTTP listener, no cache
+/// and `env` (every other `TW_*` and `RUST_LOG` removed), until it exits or `within`
+/// passes (then it is killed). Returns its exit status (`None`: still running) and its
+/// stdout, stderr after it.
+fn run_serve(env: &[(&str, &str)], within: Duration) -> (Option<std::process::ExitStatus>, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_translation-worker"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TW_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("serve")
+        .env_remove("RUST_LOG")
+        .env("TW_HTTP__LISTEN", "")
+        .env("TW_REDIS__ENABLED", "false")
+        .env("TW_MODEL__PATH", "tests/fixtures/copy-model");
+    let mut child = cmd
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker binary starts");
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = pipe.read_to_string(&mut out);
+            out
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = read(Box::new(child.stderr.take().expect("stderr is piped")));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = format!("{}{}", stdout.join().unwrap(), stderr.join().unwrap());
+    (status, out)
+}
+
 /// `log.format = "text"` into a pipe (a file, `kubectl logs`, a collector) carries no
 /// ANSI colour codes; the start-up log names the model's input limit.
 #[test]
 fn text_logs_into_a_pipe_have_no_colour_codes() {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_translation-worker"))
-        .arg("serve")
-        .env("TW_LOG__FORMAT", "text")
-        .env("RUST_LOG", "info")
-        // A port nothing listens on: the worker logs its retries and never consumes.
-        .env("TW_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
-        .env("TW_HTTP__LISTEN", "")
-        .env("TW_REDIS__ENABLED", "false")
-        .env("TW_MODEL__PATH", "tests/fixtures/copy-model")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the worker binary starts");
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
-    });
-    std::thread::sleep(Duration::from_secs(8));
-    let _ = child.kill();
-    let _ = child.wait();
-    let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    let (_, out) = run_serve(
+        &[
+            ("TW_LOG__FORMAT", "text"),
+            ("RUST_LOG", "info"),
+            // A port nothing listens on: the worker logs its retries and never consumes.
+            ("TW_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+        ],
+        Duration::from_secs(8),
+    );
     assert!(out.contains("model limits"), "no start-up log: {out}");
     assert!(out.contains("max_input_length=1024"), "{out}");
     assert!(!out.contains('\u{1b}'), "colour codes in a pipe: {out:?}");
@@ -370,49 +403,8 @@ fn text_logs_into_a_pipe_have_no_colour_codes() {
 /// listens on it keeps retrying (an outage, not a configuration error).
 #[test]
 fn a_refused_login_stops_the_binary_with_a_plain_message() {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
     let run = |url: &str, within: Duration| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_translation-worker"))
-            .arg("serve")
-            .env_remove("RUST_LOG")
-            .env("TW_LOG__FORMAT", "json")
-            .env("TW_AMQP__URL", url)
-            .env("TW_HTTP__LISTEN", "")
-            .env("TW_REDIS__ENABLED", "false")
-            .env("TW_MODEL__PATH", "tests/fixtures/copy-model")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the worker binary starts");
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let readers = (
-            std::thread::spawn(move || {
-                let mut out = String::new();
-                let _ = stdout.read_to_string(&mut out);
-                out
-            }),
-            std::thread::spawn(move || {
-                let mut out = String::new();
-                let _ = stderr.read_to_string(&mut out);
-                out
-            }),
-        );
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let out = format!("{}{}", readers.0.join().unwrap(), readers.1.join().unwrap());
-        (status, out)
+        run_serve(&[("TW_LOG__FORMAT", "json"), ("TW_AMQP__URL", url)], within)
     };
 
     let (status, out) = run(

@@ -322,11 +322,23 @@ async fn readiness_reports_redis_as_it_is_without_traffic() {
     wait_for_redis_state(port, "up", Duration::from_secs(8)).await;
     assert_eq!(metrics.jobs_ok.get(), 0, "still no job sent");
 
+    // Every step of the teardown is bounded and named: one CI run hung in this test
+    // after its listener had closed, and a hang must fail with its place, not stall.
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the worker stops within 30 s")
+        .expect("worker task")
+        .expect("worker ran without error");
     http_stop.cancel();
-    http.await.unwrap().unwrap();
-    cleanup(&config).await;
+    tokio::time::timeout(Duration::from_secs(10), http)
+        .await
+        .expect("the ops listener stops within 10 s")
+        .expect("listener task")
+        .expect("listener served without error");
+    tokio::time::timeout(Duration::from_secs(30), cleanup(&config))
+        .await
+        .expect("the queues are deleted within 30 s");
 }
 
 /// Runs `translation-worker serve` with the copy model, no HTTP listener, no cache

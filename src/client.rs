@@ -286,8 +286,29 @@ pub struct TranslateReply {
     pub model: String,
     /// Per text, its segments and cache hits (`split: sentences` jobs only).
     pub segments: Option<Vec<SegmentStats>>,
+    /// `truncated[i]`: the model read only the start of text `i` (all `false` when the
+    /// reply has no `truncated`).
+    pub truncated: Vec<bool>,
+    /// `errors[i]`: why text `i` failed (its translation is then `""`), or `None`.
+    pub errors: Vec<Option<TextError>>,
     /// The call's correlation id.
     pub correlation_id: String,
+}
+
+impl TranslateReply {
+    /// Whether every text was translated (no per-text errors).
+    pub fn is_complete(&self) -> bool {
+        self.errors.iter().all(Option::is_none)
+    }
+}
+
+/// Why one text of an `ok` reply was not translated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextError {
+    /// Contract error code.
+    pub code: ErrorCode,
+    /// The worker's explanation.
+    pub message: String,
 }
 
 /// An error reply.
@@ -379,6 +400,10 @@ enum WireReply {
         model: String,
         #[serde(default)]
         segments: Option<Vec<SegmentStats>>,
+        #[serde(default)]
+        truncated: Option<Vec<bool>>,
+        #[serde(default)]
+        errors: Option<Vec<Option<WireError>>>,
     },
     Error {
         id: Option<String>,
@@ -413,7 +438,23 @@ pub fn parse_reply(
             cached,
             model,
             segments,
+            truncated,
+            errors,
         } => {
+            if truncated.as_ref().is_some_and(|t| t.len() != expected)
+                || errors.as_ref().is_some_and(|e| e.len() != expected)
+            {
+                return Err(ClientError::InvalidReply(format!(
+                    "truncated or errors not one per text (expected {expected})"
+                )));
+            }
+            let errors = match errors {
+                None => vec![None; expected],
+                Some(errors) => errors
+                    .into_iter()
+                    .map(|e| e.map(wire_error).transpose())
+                    .collect::<Result<_, _>>()?,
+            };
             if segments.as_ref().is_some_and(|s| s.len() != expected) {
                 return Err(ClientError::InvalidReply(format!(
                     "segment counts for {} texts, expected {expected}",
@@ -433,24 +474,35 @@ pub fn parse_reply(
                 cached,
                 model,
                 segments,
+                truncated: truncated.unwrap_or_else(|| vec![false; expected]),
+                errors,
                 correlation_id: correlation_id.to_owned(),
             }))
         }
         WireReply::Error { id, error } => {
-            let code = parse_error_code(&error.code).ok_or_else(|| {
-                ClientError::InvalidReply(format!(
-                    "unknown error code {:?}: {}",
-                    error.code, error.message
-                ))
-            })?;
+            let TextError { code, message } = wire_error(error)?;
             Ok(Answer::Error(ErrorReply {
                 id,
                 code,
-                message: error.message,
+                message,
                 correlation_id: correlation_id.to_owned(),
             }))
         }
     }
+}
+
+/// A wire error with a known code (contract v1 has a fixed set).
+fn wire_error(error: WireError) -> Result<TextError, ClientError> {
+    let code = parse_error_code(&error.code).ok_or_else(|| {
+        ClientError::InvalidReply(format!(
+            "unknown error code {:?}: {}",
+            error.code, error.message
+        ))
+    })?;
+    Ok(TextError {
+        code,
+        message: error.message,
+    })
 }
 
 type CallResult = Result<RawReply, ClientError>;
@@ -1060,6 +1112,27 @@ mod tests {
         assert_eq!(r.id.as_deref(), Some("d"));
         assert_eq!(r.model, "m");
         assert_eq!(r.correlation_id, "c1");
+        assert_eq!(r.truncated, [false, false]);
+        assert_eq!(r.errors, [None, None]);
+        assert!(r.is_complete());
+
+        // One text cut, the other failed.
+        let partial = br#"{"status":"ok","id":null,"translations":["a",""],"cached":[false,false],"model":"m","truncated":[true,false],"errors":[null,{"code":"internal","message":"boom"}]}"#;
+        let Answer::Ok(r) = parse_reply(partial, 2, "c3").unwrap() else {
+            panic!("ok reply")
+        };
+        assert_eq!(r.truncated, [true, false]);
+        assert_eq!(
+            r.errors,
+            [
+                None,
+                Some(TextError {
+                    code: ErrorCode::Internal,
+                    message: "boom".into()
+                })
+            ]
+        );
+        assert!(!r.is_complete());
 
         let err =
             br#"{"id":null,"status":"error","error":{"code":"too_large","message":"3 texts"}}"#;
@@ -1088,6 +1161,9 @@ mod tests {
             br#"{"status":"ok","translations":["a"],"cached":[true],"model":"m"}"#,
             br#"{"status":"ok","translations":["a","b"],"cached":[true],"model":"m"}"#,
             br#"{"status":"error","error":{"code":"new_code","message":"?"}}"#,
+            br#"{"status":"ok","translations":["a","b"],"cached":[true,false],"model":"m","truncated":[true]}"#,
+            br#"{"status":"ok","translations":["a","b"],"cached":[true,false],"model":"m","errors":[null]}"#,
+            br#"{"status":"ok","translations":["a","b"],"cached":[true,false],"model":"m","errors":[null,{"code":"new_code","message":"?"}]}"#,
         ] {
             let r = parse_reply(body, 2, "c");
             assert!(

@@ -108,6 +108,8 @@ pub fn echo_reply(
         cached,
         model: model.to_owned(),
         segments: None,
+        truncated: None,
+        errors: None,
     }
 }
 

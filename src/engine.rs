@@ -7,8 +7,9 @@ use std::io::Read;
 use std::path::Path;
 
 use ct2rs::sys::{ComputeType, Config as Ct2Config, Device, TranslationOptions, Translator};
-use ct2rs::tokenizers::auto::Tokenizer as AutoTokenizer;
+use ct2rs::tokenizers::hf;
 use ct2rs::Tokenizer as _;
+use sentencepiece::SentencePieceProcessor;
 
 use crate::config::ModelConfig;
 use crate::protocol::DecodeOptions;
@@ -36,8 +37,12 @@ pub enum EngineError {
         /// CTranslate2's message.
         message: String,
     },
-    /// Neither `tokenizer.json` nor `source.spm`/`target.spm` could be loaded.
-    #[error("cannot load a tokenizer from {path} (need tokenizer.json or source.spm and target.spm): {message}")]
+    /// None of `tokenizer.json`, `source.spm` + `target.spm` or
+    /// `sentencepiece.bpe.model` could be loaded.
+    #[error(
+        "cannot load a tokenizer from {path} (need tokenizer.json, source.spm and \
+         target.spm, or sentencepiece.bpe.model): {message}"
+    )]
     Tokenizer {
         /// The directory.
         path: String,
@@ -90,7 +95,7 @@ pub trait Backend: Send + Sync + 'static {
 /// A loaded CTranslate2 translator and its tokenizer.
 pub struct Engine {
     translator: Translator,
-    tokenizer: AutoTokenizer,
+    tokenizer: ModelTokenizer,
     /// The model adds `</s>` to every source itself (`add_source_eos` in config.json),
     /// so the tokenizer's own `</s>` must be dropped or the source carries two.
     strip_eos: bool,
@@ -211,15 +216,21 @@ impl Engine {
                 path: path.clone(),
                 message: format!("{e:#}"),
             })?;
-        let tokenizer = AutoTokenizer::new(&cfg.path).map_err(|e| EngineError::Tokenizer {
-            path,
-            message: format!("{e:#}"),
-        })?;
-        let strip_eos = std::fs::read(cfg.path.join("config.json"))
+        let ct2_json = std::fs::read(cfg.path.join("config.json"))
             .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let eos = ct2_json
+            .as_ref()
+            .and_then(|v| v.get("eos_token")?.as_str())
+            .unwrap_or(EOS)
+            .to_owned();
+        let strip_eos = ct2_json
+            .as_ref()
             .and_then(|v| v.get("add_source_eos").and_then(|b| b.as_bool()))
             .unwrap_or(false);
+        let style = SpecialTokens::for_model(cfg.language_tokens, strip_eos);
+        let tokenizer = ModelTokenizer::load(&cfg.path, eos, style)
+            .map_err(|message| EngineError::Tokenizer { path, message })?;
         Ok(Self {
             translator,
             tokenizer,
@@ -259,6 +270,11 @@ impl Engine {
         Ok(cut_source(tokens, self.max_input_length))
     }
 
+    /// The text of output tokens, as the model's own Hugging Face tokenizer writes it.
+    pub fn detokenize(&self, tokens: Vec<String>) -> Result<String, EngineError> {
+        self.tokenizer.decode(tokens).map_err(EngineError::Tokenize)
+    }
+
     /// Whether `text` (with a language token if `with_language_token`) fits the
     /// model's input limit uncut.
     pub fn fits(&self, text: &str, with_language_token: bool) -> Result<bool, EngineError> {
@@ -270,11 +286,8 @@ impl Engine {
 
     /// The tokenizer's pieces of `text`, ending in `</s>` unless the model adds it.
     fn encode(&self, text: &str) -> Result<Vec<String>, EngineError> {
-        let mut tokens = self
-            .tokenizer
-            .encode(text)
-            .map_err(|e| EngineError::Tokenize(format!("{e:#}")))?;
-        if self.strip_eos && tokens.last().is_some_and(|t| t == "</s>") {
+        let mut tokens = self.tokenizer.encode(text).map_err(EngineError::Tokenize)?;
+        if self.strip_eos && tokens.last().is_some_and(|t| *t == self.tokenizer.eos()) {
             tokens.pop();
         }
         Ok(tokens)
@@ -318,6 +331,179 @@ impl Engine {
             .into_iter()
             .map(|r| r.hypotheses.into_iter().next().unwrap_or_default())
             .collect())
+    }
+}
+
+/// The end-of-sentence token of Marian, M2M-100 and NLLB models (CTranslate2's
+/// `config.json` names it).
+const EOS: &str = "</s>";
+
+/// A model's own tokenizer, found by the files its directory has.
+enum ModelTokenizer {
+    /// `tokenizer.json` (NLLB and most Hugging Face models), without the special
+    /// tokens its post-processor adds: NLLB's template would put the language it was
+    /// saved with in front of every text, whatever the job's source. The worker adds
+    /// the job's language token and the end-of-sentence token (`.1`) itself.
+    // Boxed: the tokenizer is over a kilobyte; one per model, read on every text.
+    Hf(Box<hf::Tokenizer>, String),
+    /// `source.spm` + `target.spm` (OPUS-MT), or one `sentencepiece.bpe.model` for
+    /// both sides (M2M-100). Ends every source with `</s>`.
+    SentencePiece {
+        /// The source side's model.
+        source: SentencePieceProcessor,
+        /// The target side's model.
+        target: SentencePieceProcessor,
+        /// How the model's own Hugging Face tokenizer writes special tokens.
+        style: SpecialTokens,
+    },
+}
+
+/// How output tokens become text: as the Python pipeline for the model's origin does.
+///
+/// A model converted from Hugging Face (`ct2-transformers-converter`) is used with its
+/// Hugging Face tokenizer, which writes tokens that are not ordinary pieces (`</s>`,
+/// `<unk>`, language codes) as they are, where SentencePiece alone would drop them or
+/// write ` ⁇ `, any token outside its vocabulary as `<unk>`, and trims the text.
+/// Checked against those tokenizers by `tests/converted.rs`. A model converted from
+/// Marian's own checkpoint (OPUS-MT's releases, `ct2-opus-mt-converter`) is used with
+/// SentencePiece alone, as CTranslate2's OPUS-MT guide shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialTokens {
+    /// SentencePiece's own decoding.
+    SentencePiece,
+    /// `MarianTokenizer`: a space after each special token.
+    Marian,
+    /// `M2M100Tokenizer` (and NLLB's SentencePiece tokenizer): nothing after it.
+    Fairseq,
+}
+
+impl SpecialTokens {
+    /// The style of a model that marks languages as `tokens` says. `framework_native`:
+    /// its `config.json` says `add_source_eos`, which CTranslate2's converters for
+    /// Marian, fairseq and OpenNMT checkpoints write and the Hugging Face one does not.
+    pub fn for_model(tokens: crate::config::LanguageTokens, framework_native: bool) -> Self {
+        match tokens {
+            crate::config::LanguageTokens::None if framework_native => Self::SentencePiece,
+            crate::config::LanguageTokens::None => Self::Marian,
+            crate::config::LanguageTokens::M2m100 | crate::config::LanguageTokens::Nllb => {
+                Self::Fairseq
+            }
+        }
+    }
+}
+
+/// Whether Python's `str.strip()` removes `c`: Unicode white space and the four
+/// ASCII separators `\x1c`–`\x1f`, which Rust's `char::is_whitespace` keeps.
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
+}
+
+/// The text of `tokens` as a SentencePiece model's Hugging Face tokenizer writes it
+/// (see [`SpecialTokens`]): runs of ordinary pieces decoded by `sp`, other tokens
+/// written out, then trimmed.
+fn decode_pieces(
+    sp: &SentencePieceProcessor,
+    tokens: &[String],
+    style: SpecialTokens,
+) -> Result<String, String> {
+    if style == SpecialTokens::SentencePiece {
+        return sp.decode_pieces(tokens).map_err(|e| e.to_string());
+    }
+    let ordinary = |t: &str| -> bool {
+        match sp.piece_to_id(t) {
+            Ok(Some(id)) => ![sp.bos_id(), sp.eos_id(), sp.pad_id()].contains(&Some(id)),
+            _ => false,
+        }
+    };
+    let mut out = String::new();
+    let mut run: Vec<&str> = Vec::new();
+    for token in tokens {
+        if ordinary(token) {
+            run.push(token);
+            continue;
+        }
+        out.push_str(&sp.decode_pieces(&run).map_err(|e| e.to_string())?);
+        run.clear();
+        // fairseq's filler entries ("madeupword0"…) pad M2M-100's vocabulary in
+        // CTranslate2's copy but are not in the tokenizer's: written as `<unk>`.
+        let filler = token
+            .strip_prefix("madeupword")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        out.push_str(if filler { UNK } else { token });
+        if style == SpecialTokens::Marian {
+            out.push(' ');
+        }
+    }
+    out.push_str(&sp.decode_pieces(&run).map_err(|e| e.to_string())?);
+    Ok(out.trim_matches(python_space).to_owned())
+}
+
+/// The unknown-token of Marian, M2M-100 and NLLB models.
+const UNK: &str = "<unk>";
+
+impl ModelTokenizer {
+    /// The first of the layouts above that `dir` has. `eos`: the model's
+    /// end-of-sentence token; `style`: how its tokenizer writes special tokens.
+    fn load(dir: &Path, eos: String, style: SpecialTokens) -> Result<Self, String> {
+        if dir.join("tokenizer.json").is_file() {
+            let mut t = hf::Tokenizer::new(dir).map_err(|e| format!("tokenizer.json: {e:#}"))?;
+            t.disable_spacial_token();
+            return Ok(Self::Hf(Box::new(t), eos));
+        }
+        let (src, tgt) = (dir.join("source.spm"), dir.join("target.spm"));
+        let (src, tgt) = if src.is_file() || tgt.is_file() {
+            (src, tgt)
+        } else {
+            let one = dir.join("sentencepiece.bpe.model");
+            (one.clone(), one)
+        };
+        let open = |path: &Path| {
+            SentencePieceProcessor::open(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        Ok(Self::SentencePiece {
+            source: open(&src)?,
+            target: open(&tgt)?,
+            style,
+        })
+    }
+
+    /// The token every encoded source ends with.
+    fn eos(&self) -> &str {
+        match self {
+            Self::Hf(_, eos) => eos,
+            Self::SentencePiece { .. } => EOS,
+        }
+    }
+
+    /// The source tokens of `text`, ending in the end-of-sentence token.
+    fn encode(&self, text: &str) -> Result<Vec<String>, String> {
+        match self {
+            Self::Hf(t, eos) => t
+                .encode(text)
+                .map(|mut tokens| {
+                    tokens.push(eos.clone());
+                    tokens
+                })
+                .map_err(|e| format!("{e:#}")),
+            // A character outside the vocabulary comes back as itself (with the
+            // unknown id): CTranslate2 reads it as `<unk>`, as the tokenizer's id would.
+            Self::SentencePiece { source, .. } => source
+                .encode(text)
+                .map(|pieces| {
+                    let mut tokens: Vec<String> = pieces.into_iter().map(|p| p.piece).collect();
+                    tokens.push(EOS.to_owned());
+                    tokens
+                })
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The text of output tokens.
+    fn decode(&self, tokens: Vec<String>) -> Result<String, String> {
+        match self {
+            Self::Hf(t, _) => t.decode(tokens).map_err(|e| format!("{e:#}")),
+            Self::SentencePiece { target, style, .. } => decode_pieces(target, &tokens, *style),
+        }
     }
 }
 
@@ -399,9 +585,7 @@ impl Backend for Engine {
                         tokens.remove(0);
                     }
                 }
-                self.tokenizer
-                    .decode(tokens)
-                    .map_err(|e| EngineError::Tokenize(format!("{e:#}")))
+                self.detokenize(tokens)
             })
             .collect()
     }

@@ -616,12 +616,27 @@ impl AppState {
         let request = TranslateRequest::new(source, target, req.texts)
             .with_timeout(self.timeout)
             .with_split(Split::Sentences);
-        client.translate(request).await.map_err(|e| {
+        let reply = client.translate(request).await.map_err(|e| {
             if matches!(e, ClientError::ConnectionLost) {
                 self.link.check.notify_one();
             }
             client_error(e, retry)
-        })
+        })?;
+        // LibreTranslate's answers have no per-text errors: a text the worker could not
+        // translate fails the request, as it would on LibreTranslate.
+        if let Some((i, e)) = reply
+            .errors
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| e.as_ref().map(|e| (i, e)))
+        {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.code.as_str(),
+                format!("text {i} could not be translated: {}", e.message),
+            ));
+        }
+        Ok(reply)
     }
 }
 

@@ -188,6 +188,19 @@ fn print_replies(
     let mut out = std::io::stdout().lock();
     let mut ok = true;
     for result in results {
+        // Texts the worker cut or could not translate are named on stderr, and a
+        // failed text makes the command fail.
+        if let Ok(Answer::Ok(reply)) = result.as_ref().map(|r| &r.answer) {
+            for (i, e) in reply.errors.iter().enumerate() {
+                if let Some(e) = e {
+                    eprintln!("error: text {i}: {}: {}", e.code, e.message);
+                    ok = false;
+                }
+            }
+            for (i, _) in reply.truncated.iter().enumerate().filter(|(_, t)| **t) {
+                eprintln!("warning: text {i} was longer than the model reads: truncated");
+            }
+        }
         match result {
             Ok(raw) if args.json => {
                 out.write_all(&raw.body)?;

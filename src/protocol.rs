@@ -389,6 +389,16 @@ pub enum Reply {
         /// `segments[i]` counts the segments of text `i`; only for `split: sentences`.
         #[serde(skip_serializing_if = "Option::is_none")]
         segments: Option<Vec<SegmentStats>>,
+        /// `truncated[i]`: text `i` (or, with `split`, a piece of it that could not be
+        /// cut further) was longer than the model reads, and only its start was
+        /// translated. Present only when some text was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        truncated: Option<Vec<bool>>,
+        /// `errors[i]`: why text `i` could not be translated (its translation is then
+        /// `""` and `cached[i]` false), or `null`. Present only when some texts failed
+        /// and others did not; when every text fails, the job fails as a whole.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errors: Option<Vec<Option<ErrorBody>>>,
     },
     /// The job failed as a whole.
     Error {
@@ -758,11 +768,34 @@ mod tests {
             cached: vec![true],
             model: "m".into(),
             segments: None,
+            truncated: None,
+            errors: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&ok.to_bytes()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"id":"a","status":"ok","translations":["x"],"cached":[true],"model":"m"})
+        );
+        // Some texts cut, one failed: the keys appear, in this order, with `null` for
+        // the texts that did not fail.
+        let partial = Reply::Ok {
+            id: None,
+            translations: vec!["x".into(), String::new()],
+            cached: vec![false, false],
+            model: "m".into(),
+            segments: None,
+            truncated: Some(vec![true, false]),
+            errors: Some(vec![
+                None,
+                Some(ErrorBody {
+                    code: ErrorCode::Internal,
+                    message: "boom".into(),
+                }),
+            ]),
+        };
+        assert_eq!(
+            String::from_utf8(partial.to_bytes()).unwrap(),
+            r#"{"status":"ok","id":null,"translations":["x",""],"cached":[false,false],"model":"m","truncated":[true,false],"errors":[null,{"code":"internal","message":"boom"}]}"#
         );
         let err: Reply = JobError::new(ErrorCode::TooLarge, "big").into();
         let v: serde_json::Value = serde_json::from_slice(&err.to_bytes()).unwrap();

@@ -235,6 +235,10 @@ pub struct Metrics {
     pub segments_cache_miss: Counter,
     /// Segments merged onto an identical queued one instead of being translated again.
     pub segments_deduplicated: Counter,
+    /// Texts of `ok` replies answered with a per-text error instead of a translation.
+    pub texts_failed: Counter,
+    /// Texts the model read only the start of (longer than `max_input_length`).
+    pub texts_truncated: Counter,
     /// Redis calls that failed or timed out.
     pub cache_errors: Counter,
     /// Redis calls skipped while the breaker was open.
@@ -285,6 +289,8 @@ impl Default for Metrics {
             segments_cache_hit: Counter::default(),
             segments_cache_miss: Counter::default(),
             segments_deduplicated: Counter::default(),
+            texts_failed: Counter::default(),
+            texts_truncated: Counter::default(),
             cache_errors: Counter::default(),
             cache_skipped: Counter::default(),
             cache_corrupt: Counter::default(),
@@ -408,6 +414,16 @@ impl Metrics {
                 "segments_deduplicated_total",
                 "Texts merged onto an identical queued text.",
                 &self.segments_deduplicated,
+            ),
+            (
+                "texts_failed_total",
+                "Texts answered with a per-text error in an ok reply.",
+                &self.texts_failed,
+            ),
+            (
+                "texts_truncated_total",
+                "Texts longer than the model reads, translated from their start.",
+                &self.texts_truncated,
             ),
             (
                 "cache_errors_total",

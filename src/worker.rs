@@ -22,7 +22,7 @@ use crate::cache::{Cache, CacheError, CacheKey, KeyContext};
 use crate::config::{available_cpus, parse_pair, redact_url, Config, ModelConfig};
 use crate::engine::{Backend, Engine, EngineError};
 use crate::protocol::{
-    parse_job, DecodeOptions, ErrorCode, Job, JobError, Reply, SegmentStats, Split,
+    parse_job, DecodeOptions, ErrorBody, ErrorCode, Job, JobError, Reply, SegmentStats, Split,
 };
 use crate::segment;
 use crate::telemetry::{BuildInfo, Metrics, BACKEND};
@@ -111,10 +111,34 @@ impl Route<'_> {
 struct Segmented {
     /// What is translated (sentences, or whole texts).
     units: Vec<String>,
-    /// Per text: its units' ranges inside the text (`split`), and where its units
-    /// start in `units`.
-    layout: Vec<(Vec<Range<usize>>, usize)>,
+    /// Per text: its units' ranges inside the text (`split`), where its units start
+    /// in `units`, and whether a unit was left longer than the model reads.
+    layout: Vec<(Vec<Range<usize>>, usize, bool)>,
 }
+
+/// A job's texts after translation.
+struct Translated {
+    /// Per text: its translation (`""` when it failed).
+    translations: Vec<String>,
+    /// Per text: whether it came from the cache.
+    cached: Vec<bool>,
+    /// Per text, for `split: sentences`: its segments and cache hits.
+    segments: Option<Vec<SegmentStats>>,
+    /// Per text: whether the model read only its start.
+    truncated: Vec<bool>,
+    /// Per text: why it failed, if it did.
+    errors: Vec<Option<String>>,
+    /// New translations to store in the cache.
+    to_store: Vec<(CacheKey, String)>,
+}
+
+/// Translations of a list of units: per unit the translation or why it failed, per
+/// unit whether it came from the cache, and the new entries for the cache.
+type UnitResults = (
+    Vec<Result<String, String>>,
+    Vec<bool>,
+    Vec<(CacheKey, String)>,
+);
 
 /// A started worker: model loaded, batcher running, not yet connected to the broker.
 pub struct Worker {
@@ -694,7 +718,7 @@ impl Shared {
         let deadline_error =
             || JobError::new(ErrorCode::DeadlineExceeded, "deadline_ms passed").with_id(id.clone());
         let work = self.translate_job(&route, job.texts, job.split, options);
-        let (translations, cached, segments, to_store) = match job.deadline_ms {
+        let done = match job.deadline_ms {
             None => work.await,
             Some(ms) => {
                 let now = unix_ms_now();
@@ -707,71 +731,146 @@ impl Shared {
             }
         }
         .map_err(|e| e.with_id(id.clone()))?;
+        let failed = done.errors.iter().filter(|e| e.is_some()).count();
+        let cut = done.truncated.iter().filter(|t| **t).count();
+        if failed > 0 && failed == done.errors.len() {
+            // Nothing to give back: the job fails as a whole, as it always did.
+            let first = done.errors.into_iter().flatten().next().unwrap_or_default();
+            return Err(internal(first).with_id(id));
+        }
+        self.metrics.texts_failed.add(failed as u64);
+        self.metrics.texts_truncated.add(cut as u64);
+        let errors = (failed > 0).then(|| {
+            done.errors
+                .into_iter()
+                .map(|e| {
+                    e.map(|message| ErrorBody {
+                        code: ErrorCode::Internal,
+                        message,
+                    })
+                })
+                .collect()
+        });
         Ok(Outcome {
             reply: Reply::Ok {
                 id,
-                translations,
-                cached,
+                translations: done.translations,
+                cached: done.cached,
                 model: route.model.id.clone(),
-                segments,
+                segments: done.segments,
+                truncated: (cut > 0).then_some(done.truncated),
+                errors,
             },
-            to_store,
+            to_store: done.to_store,
         })
     }
 
     /// Translates a job's texts: whole, or (`split`) sentence by sentence, each
     /// sentence a cache entry of its own, put back together with the text's own
-    /// whitespace between them.
-    #[allow(clippy::type_complexity)]
+    /// whitespace between them. A text that fails (the engine failed on it even
+    /// alone) is reported in `errors` and does not fail its neighbours.
     async fn translate_job(
         &self,
         route: &Route<'_>,
         texts: Vec<String>,
         split: Split,
         options: DecodeOptions,
-    ) -> Result<
-        (
-            Vec<String>,
-            Vec<bool>,
-            Option<Vec<SegmentStats>>,
-            Vec<(CacheKey, String)>,
-        ),
-        JobError,
-    > {
-        if split == Split::None {
-            let (translations, cached, to_store) =
-                self.translate_units(route, texts, options).await?;
-            return Ok((translations, cached, None, to_store));
-        }
+    ) -> Result<Translated, JobError> {
         let engine = route.model.engine.clone();
-        let lang = route.source.clone();
         let with_token = route.language_tokens().0.is_some();
         let max_tokens = route.model.engine.max_input_length();
+        // A piece covers at least one byte (the tokenizer's word-start mark, the
+        // language token and `</s>` aside), so a short text surely fits without
+        // being tokenized.
+        let fits = move |s: &str| -> Result<bool, EngineError> {
+            if s.len() + 3 <= max_tokens {
+                return Ok(true);
+            }
+            engine.fits(s, with_token)
+        };
         let permit = self.tokenize_permit().await?;
+        if split == Split::None {
+            // Which texts the model will read only the start of (the contract's
+            // `truncated`), cache hits included. Measuring is CPU work, and only long
+            // texts are measured at all.
+            let (texts, truncated) = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let truncated: Vec<bool> = texts.iter().map(|t| !fits(t).unwrap_or(true)).collect();
+                (texts, truncated)
+            })
+            .await
+            .map_err(|e| internal(format!("measuring task failed: {e}")))?;
+            let (results, cached, to_store) = self.translate_units(route, texts, options).await?;
+            let mut translations = Vec::with_capacity(results.len());
+            let mut errors = Vec::with_capacity(results.len());
+            for r in results {
+                match r {
+                    Ok(t) => {
+                        translations.push(t);
+                        errors.push(None);
+                    }
+                    Err(e) => {
+                        translations.push(String::new());
+                        errors.push(Some(e));
+                    }
+                }
+            }
+            return Ok(Translated {
+                translations,
+                cached,
+                segments: None,
+                truncated,
+                errors,
+                to_store,
+            });
+        }
+        let lang = route.source.clone();
         // Segmenting (and measuring long sentences in tokens) is CPU work.
         let (texts, seg) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let seg = segment_texts(&texts, &lang, |s| {
-                // A piece covers at least one byte, so a short sentence surely fits
-                // without being tokenized.
-                if s.len() + 3 <= max_tokens {
-                    return Ok(true);
-                }
-                engine.fits(s, with_token)
-            });
+            let seg = segment_texts(&texts, &lang, fits);
             (texts, seg)
         })
         .await
         .map_err(|e| internal(format!("segmenting task failed: {e}")))?;
-        let Segmented { units, layout } = seg.map_err(|e| internal(e.to_string()))?;
+        let Segmented { units, layout } = seg;
         let (unit_out, unit_cached, to_store) = self.translate_units(route, units, options).await?;
-        let mut translations = Vec::with_capacity(texts.len());
-        let mut cached = Vec::with_capacity(texts.len());
-        let mut stats = Vec::with_capacity(texts.len());
-        for (text, (ranges, first)) in texts.iter().zip(layout) {
+        let n_texts = texts.len();
+        let mut done = Translated {
+            translations: Vec::with_capacity(n_texts),
+            cached: Vec::with_capacity(n_texts),
+            segments: None,
+            truncated: Vec::with_capacity(n_texts),
+            errors: Vec::with_capacity(n_texts),
+            to_store,
+        };
+        let mut stats = Vec::with_capacity(n_texts);
+        for (text, (ranges, first, overlong)) in texts.iter().zip(layout) {
             let n = ranges.len();
-            let outs = &unit_out[first..first + n];
+            let results = &unit_out[first..first + n];
             let hits = unit_cached[first..first + n].iter().filter(|c| **c).count();
+            stats.push(SegmentStats {
+                segments: n,
+                cached: hits,
+            });
+            done.truncated.push(overlong);
+            // One failed segment fails its text (a document with a hole in it would
+            // read as complete); the other texts are still answered.
+            let failure = results.iter().enumerate().find_map(|(j, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("segment {} of {n} failed: {e}", j + 1))
+            });
+            if let Some(e) = failure {
+                done.translations.push(String::new());
+                done.cached.push(false);
+                done.errors.push(Some(e));
+                continue;
+            }
+            let outs: Vec<&str> = results
+                .iter()
+                .map(|r| r.as_ref().map_or("", String::as_str))
+                .collect();
             // Segments that touched in the source (CJK) are kept apart by a space when
             // their translations are in a script written with spaces.
             let outs: Vec<std::borrow::Cow<'_, str>> = outs
@@ -788,18 +887,17 @@ impl Shared {
                     if space {
                         std::borrow::Cow::Owned(format!(" {out}"))
                     } else {
-                        std::borrow::Cow::Borrowed(out.as_str())
+                        std::borrow::Cow::Borrowed(*out)
                     }
                 })
                 .collect();
-            translations.push(segment::reassemble(text, &ranges, &outs));
-            cached.push(n > 0 && hits == n);
-            stats.push(SegmentStats {
-                segments: n,
-                cached: hits,
-            });
+            done.translations
+                .push(segment::reassemble(text, &ranges, &outs));
+            done.cached.push(n > 0 && hits == n);
+            done.errors.push(None);
         }
-        Ok((translations, cached, Some(stats), to_store))
+        done.segments = Some(stats);
+        Ok(done)
     }
 
     /// A slot to tokenize (or segment) on the blocking pool; see `tokenize_permits`.
@@ -811,13 +909,14 @@ impl Shared {
             .map_err(|e| internal(format!("tokenizer permits closed: {e}")))
     }
 
-    /// Translates `texts`: cache first (one round trip), then the misses through the batcher.
+    /// Translates `texts`: cache first (one round trip), then the misses through the
+    /// batcher. A text the tokenizer or the engine fails on is an `Err` of its own.
     async fn translate_units(
         &self,
         route: &Route<'_>,
         mut texts: Vec<String>,
         options: DecodeOptions,
-    ) -> Result<(Vec<String>, Vec<bool>, Vec<(CacheKey, String)>), JobError> {
+    ) -> Result<UnitResults, JobError> {
         let n = texts.len();
         let key_ctx = route.keys();
         let keys: Vec<Option<CacheKey>> = texts
@@ -826,7 +925,7 @@ impl Shared {
             .collect();
         let lookup: Vec<CacheKey> = keys.iter().flatten().copied().collect();
         let mut hits = self.cache.get_many(&lookup).await.into_iter();
-        let mut out: Vec<Option<String>> = vec![None; n];
+        let mut out: Vec<Option<Result<String, String>>> = vec![None; n];
         let mut cached = vec![false; n];
         // Distinct missing texts, each with every position that asked for it.
         let mut missing: Vec<(CacheKey, Vec<usize>)> = Vec::new();
@@ -834,12 +933,12 @@ impl Shared {
         for (i, key) in keys.iter().enumerate() {
             let Some(key) = key else {
                 // An empty string translates to an empty string, without the model.
-                out[i] = Some(String::new());
+                out[i] = Some(Ok(String::new()));
                 continue;
             };
             match hits.next().flatten() {
                 Some(hit) => {
-                    out[i] = Some(hit);
+                    out[i] = Some(Ok(hit));
                     cached[i] = true;
                     self.metrics.segments_cache_hit.inc();
                 }
@@ -873,35 +972,43 @@ impl Shared {
             // still counts until its tokenizing really ends.
             let permit = self.tokenize_permit().await?;
             // Tokenizing long documents is CPU work: keep it off the async threads.
-            let tokens = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                sources
-                    .iter()
-                    .map(|s| engine.tokenize(s, source_token.as_deref()))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(|e| internal(format!("tokenizer task failed: {e}")))?
-            .map_err(|e| internal(e.to_string()))?;
+            let tokens: Vec<Result<Vec<String>, EngineError>> =
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    sources
+                        .iter()
+                        .map(|s| engine.tokenize(s, source_token.as_deref()))
+                        .collect()
+                })
+                .await
+                .map_err(|e| internal(format!("tokenizer task failed: {e}")))?;
             let batcher = &route.model.batcher;
             let results =
                 futures_util::future::join_all(chunk.iter().zip(tokens).map(|((key, _), toks)| {
-                    batcher.translate_with_prefix(*key, toks, target_token.clone(), options)
+                    let prefix = target_token.clone();
+                    async move {
+                        let toks = toks.map_err(|e| e.to_string())?;
+                        batcher
+                            .translate_with_prefix(*key, toks, prefix, options)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
                 }))
                 .await;
             for ((key, positions), result) in chunk.iter().zip(results) {
-                let translation = result.map_err(|e| internal(e.to_string()))?;
-                for &p in positions {
-                    out[p] = Some(translation.clone());
+                if let Ok(translation) = &result {
+                    to_store.push((*key, translation.clone()));
                 }
-                to_store.push((*key, translation));
+                for &p in positions {
+                    out[p] = Some(result.clone());
+                }
             }
         }
-        let translations = out
+        let results = out
             .into_iter()
-            .map(|t| t.ok_or_else(|| internal("a text was left untranslated".into())))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((translations, cached, to_store))
+            .map(|t| t.unwrap_or_else(|| Err("the text was left untranslated".into())))
+            .collect();
+        Ok((results, cached, to_store))
     }
 }
 
@@ -909,29 +1016,26 @@ impl Shared {
 const UNITS_IN_FLIGHT: usize = 64;
 
 /// Cuts each text into sentences, and any sentence `fits` refuses into halves until
-/// every piece fits (a piece that cannot be cut further goes as it is, and
-/// CTranslate2 truncates it). Blocking.
+/// every piece fits (a piece that cannot be cut further goes as it is, flagged, and
+/// CTranslate2 truncates it). A piece the tokenizer fails on is taken as fitting: it
+/// fails again, as its text's own error, when it is tokenized for translation.
+/// Blocking.
 fn segment_texts(
     texts: &[String],
     lang: &str,
     mut fits: impl FnMut(&str) -> Result<bool, EngineError>,
-) -> Result<Segmented, EngineError> {
+) -> Segmented {
     let mut units = Vec::new();
     let mut layout = Vec::with_capacity(texts.len());
     for text in texts {
         let first = units.len();
         let mut ranges = Vec::new();
+        let mut overlong = false;
         for sentence in segment::sentences(text, lang) {
-            let mut failed = None;
-            ranges.extend(segment::split_to_fit(text, sentence, |piece| {
-                fits(piece).unwrap_or_else(|e| {
-                    failed.get_or_insert(e);
-                    true
-                })
-            }));
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            let (pieces, long) =
+                segment::split_to_fit(text, sentence, |piece| fits(piece).unwrap_or(true));
+            ranges.extend(pieces);
+            overlong |= long;
         }
         // `split_to_fit` only returns ranges of `text`; `get` keeps this panic-free.
         units.extend(
@@ -939,9 +1043,9 @@ fn segment_texts(
                 .iter()
                 .map(|r| text.get(r.clone()).unwrap_or_default().to_owned()),
         );
-        layout.push((ranges, first));
+        layout.push((ranges, first, overlong));
     }
-    Ok(Segmented { units, layout })
+    Segmented { units, layout }
 }
 
 fn internal(message: String) -> JobError {

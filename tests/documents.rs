@@ -139,21 +139,56 @@ async fn sentences_over_the_input_limit_are_split_not_truncated() {
         .await;
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(translations(&r), [long.as_str()], "nothing may be cut off");
+    assert!(r.get("truncated").is_none(), "nothing was truncated: {r}");
     let seg = segments(&r);
     assert!(
         seg[0].0 >= 6,
         "the long sentences were split further: {seg:?}"
     );
     // Without split the model truncates the same text at its input limit: the
-    // difference the splitting makes.
+    // difference the splitting makes, and the reply says which text it cut.
+    for round in ["translated", "cached"] {
+        let r = bus
+            .rpc(
+                q,
+                json!({ "texts": ["short one", long] })
+                    .to_string()
+                    .as_bytes(),
+            )
+            .await;
+        let whole = &translations(&r)[1];
+        assert!(
+            whole.len() < long.len() / 2,
+            "unsplit, the copy model truncates at 24 tokens: {whole:?}"
+        );
+        assert_eq!(r["truncated"], json!([false, true]), "{round}: {r}");
+    }
+    assert_eq!(w.metrics.texts_truncated.get(), 2, "the two unsplit rounds");
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+/// With `split`, only a single character longer than the limit cannot be cut to fit:
+/// the reply says that text was truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_character_over_the_limit_is_reported_truncated() {
+    let mut config = test_config();
+    // An emoji is 4 byte tokens and `</s>`: over 3. ASCII letters are not.
+    config.model.max_input_length = 3;
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
     let r = bus
-        .rpc(q, json!({ "text": long }).to_string().as_bytes())
+        .rpc(
+            &config.amqp.queue,
+            json!({ "texts": ["Fine. 😀 fine.", "ok. yes."], "split": "sentences" })
+                .to_string()
+                .as_bytes(),
+        )
         .await;
-    let whole = &translations(&r)[0];
-    assert!(
-        whole.len() < long.len() / 2,
-        "unsplit, the copy model truncates at 24 tokens: {whole:?}"
-    );
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["truncated"], json!([true, false]), "{r}");
+    assert_eq!(translations(&r)[1], "ok. yes.", "{r}");
+    assert_eq!(w.metrics.texts_truncated.get(), 1);
     w.stop().await;
     cleanup(&config).await;
 }

@@ -25,8 +25,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{json, Value};
 use translation_worker::config::Config;
-use translation_worker::engine::{Backend, Engine, EngineError};
-use translation_worker::protocol::DecodeOptions;
+use translation_worker::engine::EngineError;
 use translation_worker::telemetry::Metrics;
 
 /// Jobs per drill (the issue asks for at least 2,000 in flight).
@@ -43,6 +42,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
 enum Expect {
     /// `ok` with exactly these translations.
     Ok(Vec<String>),
+    /// `ok` with these translations except text `.1`, answered `""` with an
+    /// `internal` error in `errors`.
+    TextFailed(Vec<String>, usize),
     /// An error reply with this code.
     Error(&'static str),
 }
@@ -128,6 +130,19 @@ fn tally(log: &ReplyLog, load: &Load) -> Tally {
                 Expect::Ok(texts) => {
                     assert_eq!(r["status"], "ok", "{corr}: {r}");
                     assert_eq!(&translations(r), texts, "{corr}: wrong translations");
+                }
+                Expect::TextFailed(texts, failed) => {
+                    assert_eq!(r["status"], "ok", "{corr}: {r}");
+                    let mut want = texts.clone();
+                    want[*failed] = String::new();
+                    assert_eq!(translations(r), want, "{corr}: wrong translations");
+                    for (j, e) in r["errors"].as_array().expect("errors").iter().enumerate() {
+                        if j == *failed {
+                            assert_eq!(e["code"], "internal", "{corr}: {r}");
+                        } else {
+                            assert!(e.is_null(), "{corr}: {r}");
+                        }
+                    }
                 }
                 Expect::Error(code) => {
                     assert_eq!(r["status"], "error", "{corr}: {r}");
@@ -703,44 +718,19 @@ async fn drill_redis_hang_costs_no_timeout_per_job() {
 /// Marks the texts the engine fails on.
 const FAULT_MARK: &str = "engine-fault";
 
-/// An engine that fails every call containing a marked text, and counts those calls.
-struct FaultyEngine {
-    engine: Arc<Engine>,
-    /// Engine calls that contained a marked text.
+/// Engine calls with a marked text, and those of them that also held other texts (the
+/// fault hit a shared batch).
+#[derive(Default)]
+struct FaultCounts {
     marked_calls: AtomicUsize,
-    /// Of those, calls that also held other texts (the fault hit a shared batch).
     mixed_calls: AtomicUsize,
 }
 
-impl Backend for FaultyEngine {
-    fn translate(
-        &self,
-        sources: &[Vec<String>],
-        prefixes: &[Option<String>],
-        options: &DecodeOptions,
-    ) -> Result<Vec<String>, EngineError> {
-        let marked = sources
-            .iter()
-            .filter(|s| s.concat().contains(FAULT_MARK))
-            .count();
-        if marked > 0 {
-            self.marked_calls.fetch_add(1, Ordering::SeqCst);
-            if sources.len() > marked {
-                self.mixed_calls.fetch_add(1, Ordering::SeqCst);
-            }
-            return Err(EngineError::Translate("injected fault".into()));
-        }
-        self.engine.translate(sources, prefixes, options)
-    }
-
-    fn replicas(&self) -> usize {
-        self.engine.replicas()
-    }
-}
-
-/// Drill 4: the engine fails on one input of some jobs. Those jobs get `internal` once,
-/// after the batcher's bounded retry (the batch, then each text alone), never loop
-/// through requeue, and the other jobs of their batches are answered.
+/// Drill 4: the engine fails on one input of some jobs, and on every input of others.
+/// Those texts get `internal` once (in `errors` of an ok reply, or as the job's error
+/// when all its texts failed), after the batcher's bounded retry (the batch, then
+/// each text alone), never loop through requeue, and the other texts of their jobs
+/// and batches are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_engine_failure_answers_internal_once_and_never_loops() {
     let (config, collector) = drill_setup(AMQP_URL).await;
@@ -750,32 +740,52 @@ async fn drill_engine_failure_answers_internal_once_and_never_loops() {
     for i in 0..JOBS {
         let mut texts = texts_of("engine", i);
         let corr = format!("engine-{i}");
-        if i % 40 == 7 {
-            // Spaces would split the mark across tokens: keep it one word.
-            texts[1] = format!("\u{1F4A5}{FAULT_MARK}-{i}");
-            load.push(corr, texts, &collector.queue, Expect::Error("internal"));
+        // Spaces would split the mark across tokens: keep it one word.
+        let mark = |k: usize| format!("\u{1F4A5}{FAULT_MARK}-{i}-{k}");
+        if i % 80 == 7 {
+            texts[1] = mark(1);
+            load.push(
+                corr,
+                texts.clone(),
+                &collector.queue,
+                Expect::TextFailed(texts, 1),
+            );
             marked += 1;
+        } else if i % 80 == 47 {
+            for (k, t) in texts.iter_mut().enumerate() {
+                *t = mark(k);
+            }
+            marked += texts.len();
+            load.push(corr, texts, &collector.queue, Expect::Error("internal"));
         } else {
             load.push(corr, texts.clone(), &collector.queue, Expect::Ok(texts));
         }
     }
     publish_many(AMQP_URL, &config.amqp.queue, &load.jobs).await;
     let start = Instant::now();
-    let backend: Arc<std::sync::OnceLock<Arc<FaultyEngine>>> = Arc::default();
-    let w = {
-        let backend = backend.clone();
-        start_worker_with(config.clone(), move |engine| {
-            let faulty = Arc::new(FaultyEngine {
-                engine,
-                marked_calls: AtomicUsize::new(0),
-                mixed_calls: AtomicUsize::new(0),
-            });
-            let _ = backend.set(faulty.clone());
-            faulty
+    // The engine fails every call containing a marked text, and counts those calls.
+    let faulty = Arc::new(FaultCounts::default());
+    let counts = faulty.clone();
+    let w = start_worker_with(config.clone(), move |engine| {
+        Arc::new(Hooked {
+            engine,
+            hook: move |sources: &[Vec<String>]| {
+                let marked = sources
+                    .iter()
+                    .filter(|s| s.concat().contains(FAULT_MARK))
+                    .count();
+                if marked == 0 {
+                    return Ok(());
+                }
+                counts.marked_calls.fetch_add(1, Ordering::SeqCst);
+                if sources.len() > marked {
+                    counts.mixed_calls.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(EngineError::Translate("injected fault".into()))
+            },
         })
-        .await
-    };
-    let faulty = backend.get().expect("the worker built its backend").clone();
+    })
+    .await;
     let missing = log.wait_for(&load.corrs, ANSWER_TIMEOUT).await;
     let elapsed = start.elapsed();
     let calls_when_done = faulty.marked_calls.load(Ordering::SeqCst);
@@ -784,6 +794,7 @@ async fn drill_engine_failure_answers_internal_once_and_never_loops() {
     let calls_later = faulty.marked_calls.load(Ordering::SeqCst);
     let jobs_counted =
         w.metrics.jobs_ok.get() + w.metrics.jobs_error.iter().map(|c| c.get()).sum::<u64>();
+    let w_texts_failed = w.metrics.texts_failed.get();
     w.stop().await;
     // After the drain, anything never acked would be back in the queue.
     let (ready_after, _) = queue_state_at(AMQP_URL, &config.amqp.queue)
@@ -793,7 +804,7 @@ async fn drill_engine_failure_answers_internal_once_and_never_loops() {
     let internal = load
         .corrs
         .iter()
-        .filter(|c| matches!(load.expect[*c], Expect::Error(_)))
+        .filter(|c| !matches!(load.expect[*c], Expect::Ok(_)))
         .map(|c| log.replies(c).len())
         .collect::<Vec<_>>();
     report(
@@ -802,7 +813,7 @@ async fn drill_engine_failure_answers_internal_once_and_never_loops() {
         None,
         elapsed,
         json!({
-            "marked_jobs": marked,
+            "marked_texts": marked,
             "internal_replies": internal.iter().sum::<usize>(),
             "engine_calls_with_fault": calls_when_done,
             "mixed_batches_with_fault": faulty.mixed_calls.load(Ordering::SeqCst),
@@ -824,6 +835,10 @@ async fn drill_engine_failure_answers_internal_once_and_never_loops() {
     assert!(
         calls_when_done <= 2 * marked,
         "{calls_when_done} engine calls for {marked} faulty texts"
+    );
+    assert!(
+        w_texts_failed > 0 && w_texts_failed < marked as u64,
+        "per-text errors: {w_texts_failed} of {marked} faulty texts (the rest in all-failed jobs)"
     );
     assert_eq!(calls_later, calls_when_done, "faulty jobs keep coming back");
     assert_eq!(

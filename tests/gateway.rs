@@ -143,7 +143,8 @@ async fn translates_through_the_worker_in_both_dialects() {
     config.limits.max_text_chars = 200;
     config.gateway.max_texts = 4;
     config.gateway.max_body_bytes = 4096;
-    let worker = start_worker(config.clone()).await;
+    // The engine fails on MARKER (and only on it).
+    let worker = start_worker_with(config.clone(), fail_on_marker).await;
     let gw = RunningGateway::start(config.clone()).await;
     let http = http_client();
     gw.wait_healthy(&http).await;
@@ -184,6 +185,23 @@ async fn translates_through_the_worker_in_both_dialects() {
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v, json!({ "translatedText": [t2, "", "감사합니다"] }));
+    // A text the worker could not translate (its reply is ok, with `errors`) fails the
+    // request, as LibreTranslate has no per-text errors: a 500 naming the text.
+    let (status, _, v) = post_json(
+        &http,
+        &gw,
+        json!({"q": [t2, MARKER], "source": "ko", "target": "en"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert_eq!(error_code(&v), "internal", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("text 1 could not be translated"),
+        "{v}"
+    );
     let form = form_urlencoded::Serializer::new(String::new())
         .append_pair("q", &t2)
         .append_pair("source", "ko")

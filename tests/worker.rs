@@ -13,8 +13,6 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use serde_json::json;
-use translation_worker::engine::{Backend, Engine, EngineError};
-use translation_worker::protocol::DecodeOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_jobs_each_get_exactly_their_own_translations() {
@@ -192,37 +190,13 @@ async fn unreachable_redis_does_not_stop_translation() {
     cleanup(&config).await;
 }
 
-/// Fails every batch that contains the marker text, as an engine would on bad input.
-struct FailOnMarker(Arc<Engine>);
-
-const MARKER: &str = "\u{1F4A5}engine-fault";
-
-impl Backend for FailOnMarker {
-    fn translate(
-        &self,
-        sources: &[Vec<String>],
-        prefixes: &[Option<String>],
-        options: &DecodeOptions,
-    ) -> Result<Vec<String>, EngineError> {
-        let marker_tokens = self.0.tokenize(MARKER, None)?;
-        if sources.contains(&marker_tokens) {
-            return Err(EngineError::Translate("injected fault".into()));
-        }
-        self.0.translate(sources, prefixes, options)
-    }
-
-    fn replicas(&self) -> usize {
-        self.0.replicas()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code_is_answered_and_the_worker_keeps_serving() {
     let mut config = test_config();
     config.limits.max_texts = 4;
     config.limits.max_text_chars = 50;
     config.limits.max_body_bytes = 4096;
-    let w = start_worker_with(config.clone(), |e| Arc::new(FailOnMarker(e))).await;
+    let w = start_worker_with(config.clone(), fail_on_marker).await;
     let bus = Bus::connect().await;
     let past = 1_000_000_000_000u64; // 2001: long gone.
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -260,7 +234,7 @@ async fn every_error_code_is_answered_and_the_worker_keeps_serving() {
         ),
         (
             "internal",
-            serde_json::to_vec(&json!({"id": "boom", "texts": ["fine", MARKER]})).unwrap(),
+            serde_json::to_vec(&json!({"id": "boom", "texts": [MARKER, MARKER]})).unwrap(),
         ),
     ];
     for (code, body) in &cases {
@@ -276,6 +250,51 @@ async fn every_error_code_is_answered_and_the_worker_keeps_serving() {
         .rpc(&config.amqp.queue, br#"{"id":"r1","texts":[]}"#)
         .await;
     assert_eq!(r["id"], "r1");
+    // One text the engine fails on does not sink its neighbours: an ok reply with
+    // that text's error, the others translated (and the empty one answered).
+    let r = bus
+        .rpc(
+            &config.amqp.queue,
+            &serde_json::to_vec(&json!({"id": "part", "texts": ["fine", MARKER, ""]})).unwrap(),
+        )
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["id"], "part");
+    assert_eq!(translations(&r), vec!["fine", "", ""]);
+    assert_eq!(r["cached"][1], false);
+    assert_eq!(r["errors"][0], serde_json::Value::Null, "{r}");
+    assert_eq!(r["errors"][2], serde_json::Value::Null, "{r}");
+    assert_eq!(r["errors"][1]["code"], "internal", "{r}");
+    assert!(
+        r["errors"][1]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("injected fault")),
+        "{r}"
+    );
+    // The same inside a document: the text with the failing sentence fails, the
+    // other document is answered whole.
+    let r = bus
+        .rpc(
+            &config.amqp.queue,
+            &serde_json::to_vec(&json!({
+                "texts": [format!("Good.\n{MARKER}\nAlso good."), "Another. Document."],
+                "split": "sentences"
+            }))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(translations(&r)[1], "Another. Document.");
+    assert_eq!(translations(&r)[0], "");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("segment 2 of 3")),
+        "{r}"
+    );
+    assert_eq!(r["errors"][1], serde_json::Value::Null, "{r}");
+    // Counted per text, only where the reply was ok.
+    assert_eq!(w.metrics.texts_failed.get(), 2);
     // Other texts batched with the failing one are still answered.
     let r = bus
         .rpc(
@@ -395,32 +414,6 @@ async fn two_workers_share_one_queue_without_duplicates() {
     cleanup(&config).await;
 }
 
-/// Counts engine texts and records each batch; slow, so that concurrent copies of a
-/// text meet in the batcher's queue while the engine is busy.
-struct Counting(
-    Arc<Engine>,
-    Arc<AtomicUsize>,
-    Arc<std::sync::Mutex<Vec<Vec<Vec<String>>>>>,
-);
-
-impl Backend for Counting {
-    fn translate(
-        &self,
-        sources: &[Vec<String>],
-        prefixes: &[Option<String>],
-        options: &DecodeOptions,
-    ) -> Result<Vec<String>, EngineError> {
-        self.1.fetch_add(sources.len(), Ordering::SeqCst);
-        self.2.lock().unwrap().push(sources.to_vec());
-        std::thread::sleep(Duration::from_millis(200));
-        self.0.translate(sources, prefixes, options)
-    }
-
-    fn replicas(&self) -> usize {
-        self.0.replicas()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_concurrent_texts_are_translated_once() {
     let mut config = test_config();
@@ -438,7 +431,20 @@ async fn identical_concurrent_texts_are_translated_once() {
     for c in &corrs {
         bus.publish(&config.amqp.queue, c, &body).await;
     }
-    let w = start_worker_with(config.clone(), move |e| Arc::new(Counting(e, c2, b2))).await;
+    // Counts engine texts and records each batch; slow, so that concurrent copies of a
+    // text meet in the batcher's queue while the engine is busy.
+    let w = start_worker_with(config.clone(), move |engine| {
+        Arc::new(Hooked {
+            engine,
+            hook: move |sources: &[Vec<String>]| {
+                c2.fetch_add(sources.len(), Ordering::SeqCst);
+                b2.lock().unwrap().push(sources.to_vec());
+                std::thread::sleep(Duration::from_millis(200));
+                Ok(())
+            },
+        })
+    })
+    .await;
     bus.wait_for(&corrs, Duration::from_secs(60)).await;
     for c in &corrs {
         assert_eq!(translations(&bus.replies(c)[0]), vec!["같은 문장입니다"]);

@@ -5,7 +5,8 @@
 //                            [--target en] [--timeout 30] [TEXT ...]
 //
 // Texts come from the arguments, else one per line from stdin. Prints one translation
-// per line. Exits 1 on an error reply, a pair no worker serves, or no reply in time.
+// per line. Exits 1 on an error reply, a text that failed, a pair no worker serves,
+// or no reply in time.
 //
 // What it shows: a confirm channel, publishing to the exchange with routing key
 // "<source>-<target>" and mandatory (an unserved pair comes back as a 'return' before
@@ -106,7 +107,19 @@ async function main() {
       return 1;
     }
     for (const t of reply.translations) process.stdout.write(`${t}\n`);
-    return 0;
+    // Present only when some texts were cut at the model's input limit, or failed
+    // while others were translated (their translation is then "").
+    (reply.truncated || []).forEach((cut, i) => {
+      if (cut) console.error(`warning: text ${i} was truncated`);
+    });
+    let failed = 0;
+    (reply.errors || []).forEach((e, i) => {
+      if (e) {
+        failed += 1;
+        console.error(`error: text ${i}: ${e.code}: ${e.message}`);
+      }
+    });
+    return failed ? 1 : 0;
   } finally {
     await conn.close();
   }

@@ -5,7 +5,8 @@
                         [--timeout 30] [TEXT ...]
 
 Texts come from the arguments, else one per line from stdin. Prints one translation
-per line. Exits 1 on an error reply, a pair no worker serves, or no reply in time.
+per line. Exits 1 on an error reply, a text that failed, a pair no worker serves, or
+no reply in time.
 
 What it shows: publish to the exchange with routing key "<source>-<target>",
 mandatory=True and publisher confirms (an unserved pair fails at once instead of
@@ -102,7 +103,15 @@ def main() -> int:
             return 1
         for t in reply["translations"]:
             print(t)
-        return 0
+        # Present only when some texts were cut at the model's input limit, or failed
+        # while others were translated (their translation is then "").
+        for i, cut in enumerate(reply.get("truncated") or []):
+            if cut:
+                print(f"warning: text {i} was truncated", file=sys.stderr)
+        failed = [(i, e) for i, e in enumerate(reply.get("errors") or []) if e]
+        for i, e in failed:
+            print(f"error: text {i}: {e['code']}: {e['message']}", file=sys.stderr)
+        return 1 if failed else 0
     finally:
         conn.close()
 

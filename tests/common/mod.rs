@@ -21,7 +21,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use translation_worker::config::Config;
-use translation_worker::engine::{Backend, Engine};
+use translation_worker::engine::{Backend, Engine, EngineError};
+use translation_worker::protocol::DecodeOptions;
 use translation_worker::telemetry::Metrics;
 use translation_worker::worker::Worker;
 
@@ -767,4 +768,51 @@ pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The engine behind a hook that sees every batch first and may fail it: fault
+/// injection and counting in tests.
+pub struct Hooked<F> {
+    pub engine: Arc<Engine>,
+    pub hook: F,
+}
+
+impl<F> Backend for Hooked<F>
+where
+    F: Fn(&[Vec<String>]) -> Result<(), EngineError> + Send + Sync + 'static,
+{
+    fn translate(
+        &self,
+        sources: &[Vec<String>],
+        prefixes: &[Option<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<String>, EngineError> {
+        (self.hook)(sources)?;
+        self.engine.translate(sources, prefixes, options)
+    }
+
+    fn replicas(&self) -> usize {
+        self.engine.replicas()
+    }
+}
+
+/// A text the engine of [`fail_on_marker`] fails on.
+pub const MARKER: &str = "\u{1F4A5}engine-fault";
+
+/// The engine, failing every batch that contains [`MARKER`], as an engine would on
+/// bad input.
+pub fn fail_on_marker(engine: Arc<Engine>) -> Arc<dyn Backend> {
+    let marker = engine
+        .tokenize(MARKER, None)
+        .expect("the copy model tokenizes the marker");
+    Arc::new(Hooked {
+        engine,
+        hook: move |sources: &[Vec<String>]| {
+            if sources.contains(&marker) {
+                Err(EngineError::Translate("injected fault".into()))
+            } else {
+                Ok(())
+            }
+        },
+    })
 }

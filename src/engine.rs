@@ -257,17 +257,31 @@ impl Engine {
     /// Source tokens of `text`, with exactly one end-of-sentence token in the end (added
     /// here, or by CTranslate2 when the model says `add_source_eos`), after
     /// `language_token` when the model needs one (NLLB, M2M-100), cut to what
-    /// CTranslate2 reads (see [`Engine::count_tokens`] to split instead).
+    /// CTranslate2 reads (see [`Engine::fits`] to split instead).
     pub fn tokenize(
         &self,
         text: &str,
         language_token: Option<&str>,
     ) -> Result<Vec<String>, EngineError> {
+        self.tokenize_measured(text, language_token)
+            .map(|(tokens, _)| tokens)
+    }
+
+    /// [`Engine::tokenize`], and whether the text was longer than the model reads
+    /// (the contract's `truncated`).
+    pub fn tokenize_measured(
+        &self,
+        text: &str,
+        language_token: Option<&str>,
+    ) -> Result<(Vec<String>, bool), EngineError> {
         let mut tokens = self.encode(text)?;
         if let Some(lang) = language_token {
             tokens.insert(0, lang.to_owned());
         }
-        Ok(cut_source(tokens, self.max_input_length))
+        // The end-of-sentence token counts; CTranslate2 adds it itself when the model
+        // says `add_source_eos`.
+        let long = tokens.len() + usize::from(self.strip_eos) > self.max_input_length;
+        Ok((cut_source(tokens, self.max_input_length), long))
     }
 
     /// The text of output tokens, as the model's own Hugging Face tokenizer writes it.
@@ -368,7 +382,7 @@ enum ModelTokenizer {
 /// Marian's own checkpoint (OPUS-MT's releases, `ct2-opus-mt-converter`) is used with
 /// SentencePiece alone, as CTranslate2's OPUS-MT guide shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpecialTokens {
+enum SpecialTokens {
     /// SentencePiece's own decoding.
     SentencePiece,
     /// `MarianTokenizer`: a space after each special token.
@@ -381,7 +395,7 @@ impl SpecialTokens {
     /// The style of a model that marks languages as `tokens` says. `framework_native`:
     /// its `config.json` says `add_source_eos`, which CTranslate2's converters for
     /// Marian, fairseq and OpenNMT checkpoints write and the Hugging Face one does not.
-    pub fn for_model(tokens: crate::config::LanguageTokens, framework_native: bool) -> Self {
+    fn for_model(tokens: crate::config::LanguageTokens, framework_native: bool) -> Self {
         match tokens {
             crate::config::LanguageTokens::None if framework_native => Self::SentencePiece,
             crate::config::LanguageTokens::None => Self::Marian,
@@ -409,9 +423,10 @@ fn decode_pieces(
     if style == SpecialTokens::SentencePiece {
         return sp.decode_pieces(tokens).map_err(|e| e.to_string());
     }
+    let control = [sp.bos_id(), sp.eos_id(), sp.pad_id()];
     let ordinary = |t: &str| -> bool {
         match sp.piece_to_id(t) {
-            Ok(Some(id)) => ![sp.bos_id(), sp.eos_id(), sp.pad_id()].contains(&Some(id)),
+            Ok(Some(id)) => !control.contains(&Some(id)),
             _ => false,
         }
     };

@@ -160,23 +160,21 @@ pub fn halve(s: &str) -> Option<(Range<usize>, Range<usize>)> {
 /// "has at most the model's input limit in tokens"), returning the pieces in order as
 /// ranges of `text`; the bytes between them are whitespace (or nothing, for text
 /// without spaces) that [`reassemble`] keeps. A piece that cannot be cut (a single
-/// grapheme) is returned even if it does not fit, and the returned flag says so
-/// (the model will read only its start). A range that is empty after trimming gives
-/// no pieces, and so does one that is not a valid range of `text`.
+/// char) is returned even if it does not fit. A range that is empty after trimming
+/// gives no pieces, and so does one that is not a valid range of `text`.
 pub fn split_to_fit(
     text: &str,
     range: Range<usize>,
     mut fits: impl FnMut(&str) -> bool,
-) -> (Vec<Range<usize>>, bool) {
+) -> Vec<Range<usize>> {
     let mut out = Vec::new();
-    let mut overlong = false;
     let Some(s) = text.get(range.clone()) else {
-        return (out, overlong);
+        return out;
     };
     let start = range.start + (s.len() - s.trim_start().len());
     let end = range.start + s.trim_end().len();
     if start >= end {
-        return (out, overlong);
+        return out;
     }
     // Depth-first with an explicit stack (pieces pushed right first), so the output
     // is in text order and a very long sentence cannot overflow the call stack.
@@ -193,13 +191,10 @@ pub fn split_to_fit(
                 stack.push(piece.start + b.start..piece.start + b.end);
                 stack.push(piece.start + a.start..piece.start + a.end);
             }
-            None => {
-                overlong = true;
-                out.push(piece);
-            }
+            None => out.push(piece),
         }
     }
-    (out, overlong)
+    out
 }
 
 /// Rebuilds a document: `text` with each range in `ranges` replaced by the matching
@@ -717,8 +712,7 @@ mod tests {
         let text = "  Intro.\nThe committee, after a long and heated debate that lasted well into the night, approved the budget; the opposition walked out.\n";
         let range = sentences(text, "en")[1].clone();
         let fits = |s: &str| s.chars().count() <= 40;
-        let (pieces, overlong) = split_to_fit(text, range.clone(), fits);
-        assert!(!overlong);
+        let pieces = split_to_fit(text, range.clone(), fits);
         let strings: Vec<&str> = pieces.iter().map(|r| &text[r.clone()]).collect();
         assert_eq!(
             strings,
@@ -736,23 +730,11 @@ mod tests {
         assert_eq!(pieces.last().unwrap().end, range.end);
         assert_eq!(reassemble(text, &pieces, &strings), text);
         // A sentence that fits is one piece; blank and invalid ranges give none.
-        assert_eq!(split_to_fit(text, 2..8, fits), (vec![2..8], false));
-        assert_eq!(split_to_fit(text, 0..2, fits), (vec![], false));
-        assert_eq!(split_to_fit(text, 0..999, fits), (vec![], false));
-        // Nothing fits: single chars, flagged, never an endless loop.
-        assert_eq!(
-            split_to_fit("abc", 0..3, |_| false),
-            (vec![0..1, 1..2, 2..3], true)
-        );
-        // One char too long to fit: flagged. A base under many combining marks is
-        // cut between them instead.
-        assert_eq!(
-            split_to_fit("😀", 0..4, |s| s.len() < 2),
-            (vec![0..4], true)
-        );
-        let zalgo = format!("a{}", "\u{301}".repeat(50));
-        let (pieces, overlong) = split_to_fit(&zalgo, 0..zalgo.len(), |s| s.len() < 20);
-        assert!(!overlong && pieces.len() > 1, "{pieces:?}");
+        assert_eq!(split_to_fit(text, 2..8, fits), [2..8]);
+        assert_eq!(split_to_fit(text, 0..2, fits), Vec::<Range<usize>>::new());
+        assert_eq!(split_to_fit(text, 0..999, fits), Vec::<Range<usize>>::new());
+        // Nothing fits: single chars, never an endless loop.
+        assert_eq!(split_to_fit("abc", 0..3, |_| false), vec![0..1, 1..2, 2..3]);
     }
 
     #[test]
@@ -918,20 +900,16 @@ mod tests {
             #[test]
             fn split_to_fit_pieces_fit_and_cover(text in texts(), max in 1usize..30) {
                 let fits = |s: &str| s.chars().count() <= max;
-                let (pieces, overlong) = split_to_fit(&text, 0..text.len(), fits);
+                let pieces = split_to_fit(&text, 0..text.len(), fits);
                 let mut pos = 0;
-                let mut any_unfit = false;
                 for p in &pieces {
                     check_trimmed(&text, p)?;
                     prop_assert!(p.start >= pos);
                     prop_assert!(text[pos..p.start].chars().all(char::is_whitespace));
                     let piece = &text[p.clone()];
                     prop_assert!(fits(piece) || piece.chars().count() == 1, "{piece:?}");
-                    any_unfit |= !fits(piece);
                     pos = p.end;
                 }
-                // The flag says exactly whether a piece was left too long.
-                prop_assert_eq!(overlong, any_unfit);
                 prop_assert!(text[pos..].chars().all(char::is_whitespace));
                 prop_assert_eq!(pieces.is_empty(), text.trim().is_empty());
             }

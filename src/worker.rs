@@ -111,9 +111,9 @@ impl Route<'_> {
 struct Segmented {
     /// What is translated (sentences, or whole texts).
     units: Vec<String>,
-    /// Per text: its units' ranges inside the text (`split`), where its units start
-    /// in `units`, and whether a unit was left longer than the model reads.
-    layout: Vec<(Vec<Range<usize>>, usize, bool)>,
+    /// Per text: its units' ranges inside the text (`split`), and where its units
+    /// start in `units`.
+    layout: Vec<(Vec<Range<usize>>, usize)>,
 }
 
 /// A job's texts after translation.
@@ -132,13 +132,17 @@ struct Translated {
     to_store: Vec<(CacheKey, String)>,
 }
 
-/// Translations of a list of units: per unit the translation or why it failed, per
-/// unit whether it came from the cache, and the new entries for the cache.
-type UnitResults = (
-    Vec<Result<String, String>>,
-    Vec<bool>,
-    Vec<(CacheKey, String)>,
-);
+/// What translating a list of units gave, per unit, and the new cache entries.
+struct UnitResults {
+    /// The translation, or why it failed.
+    results: Vec<Result<String, String>>,
+    /// Whether it came from the cache.
+    cached: Vec<bool>,
+    /// Whether the model read only its start.
+    truncated: Vec<bool>,
+    /// New translations to store in the cache.
+    to_store: Vec<(CacheKey, String)>,
+}
 
 /// A started worker: model loaded, batcher running, not yet connected to the broker.
 pub struct Worker {
@@ -776,65 +780,47 @@ impl Shared {
         split: Split,
         options: DecodeOptions,
     ) -> Result<Translated, JobError> {
-        let engine = route.model.engine.clone();
-        let with_token = route.language_tokens().0.is_some();
-        let max_tokens = route.model.engine.max_input_length();
-        // A piece covers at least one byte (the tokenizer's word-start mark, the
-        // language token and `</s>` aside), so a short text surely fits without
-        // being tokenized.
-        let fits = move |s: &str| -> Result<bool, EngineError> {
-            if s.len() + 3 <= max_tokens {
-                return Ok(true);
-            }
-            engine.fits(s, with_token)
-        };
-        let permit = self.tokenize_permit().await?;
         if split == Split::None {
-            // Which texts the model will read only the start of (the contract's
-            // `truncated`), cache hits included. Measuring is CPU work, and only long
-            // texts are measured at all.
-            let (texts, truncated) = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let truncated: Vec<bool> = texts.iter().map(|t| !fits(t).unwrap_or(true)).collect();
-                (texts, truncated)
-            })
-            .await
-            .map_err(|e| internal(format!("measuring task failed: {e}")))?;
-            let (results, cached, to_store) = self.translate_units(route, texts, options).await?;
-            let mut translations = Vec::with_capacity(results.len());
-            let mut errors = Vec::with_capacity(results.len());
-            for r in results {
-                match r {
-                    Ok(t) => {
-                        translations.push(t);
-                        errors.push(None);
-                    }
-                    Err(e) => {
-                        translations.push(String::new());
-                        errors.push(Some(e));
-                    }
-                }
-            }
+            let units = self.translate_units(route, texts, options).await?;
+            let (translations, errors) = units
+                .results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(t) => (t, None),
+                    Err(e) => (String::new(), Some(e)),
+                })
+                .unzip();
             return Ok(Translated {
                 translations,
-                cached,
+                cached: units.cached,
                 segments: None,
-                truncated,
+                truncated: units.truncated,
                 errors,
-                to_store,
+                to_store: units.to_store,
             });
         }
+        let engine = route.model.engine.clone();
         let lang = route.source.clone();
+        let with_token = route.language_tokens().0.is_some();
+        let max_tokens = route.model.engine.max_input_length();
+        let permit = self.tokenize_permit().await?;
         // Segmenting (and measuring long sentences in tokens) is CPU work.
         let (texts, seg) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let seg = segment_texts(&texts, &lang, fits);
+            let seg = segment_texts(&texts, &lang, |s| {
+                // A piece covers at least one byte, so a short sentence surely fits
+                // without being tokenized.
+                if s.len() + 3 <= max_tokens {
+                    return Ok(true);
+                }
+                engine.fits(s, with_token)
+            });
             (texts, seg)
         })
         .await
         .map_err(|e| internal(format!("segmenting task failed: {e}")))?;
         let Segmented { units, layout } = seg;
-        let (unit_out, unit_cached, to_store) = self.translate_units(route, units, options).await?;
+        let units = self.translate_units(route, units, options).await?;
         let n_texts = texts.len();
         let mut done = Translated {
             translations: Vec::with_capacity(n_texts),
@@ -842,18 +828,20 @@ impl Shared {
             segments: None,
             truncated: Vec::with_capacity(n_texts),
             errors: Vec::with_capacity(n_texts),
-            to_store,
+            to_store: units.to_store,
         };
         let mut stats = Vec::with_capacity(n_texts);
-        for (text, (ranges, first, overlong)) in texts.iter().zip(layout) {
+        for (text, (ranges, first)) in texts.iter().zip(layout) {
             let n = ranges.len();
-            let results = &unit_out[first..first + n];
-            let hits = unit_cached[first..first + n].iter().filter(|c| **c).count();
+            let span = first..first + n;
+            let results = &units.results[span.clone()];
+            let hits = units.cached[span.clone()].iter().filter(|c| **c).count();
             stats.push(SegmentStats {
                 segments: n,
                 cached: hits,
             });
-            done.truncated.push(overlong);
+            done.truncated
+                .push(units.truncated[span].iter().any(|t| *t));
             // One failed segment fails its text (a document with a hole in it would
             // read as complete); the other texts are still answered.
             let failure = results.iter().enumerate().find_map(|(j, r)| {
@@ -911,6 +899,8 @@ impl Shared {
 
     /// Translates `texts`: cache first (one round trip), then the misses through the
     /// batcher. A text the tokenizer or the engine fails on is an `Err` of its own.
+    /// Whether a text is longer than the model reads comes from tokenizing it (a
+    /// miss), or from measuring it (a hit long enough to possibly be).
     async fn translate_units(
         &self,
         route: &Route<'_>,
@@ -927,6 +917,7 @@ impl Shared {
         let mut hits = self.cache.get_many(&lookup).await.into_iter();
         let mut out: Vec<Option<Result<String, String>>> = vec![None; n];
         let mut cached = vec![false; n];
+        let mut truncated = vec![false; n];
         // Distinct missing texts, each with every position that asked for it.
         let mut missing: Vec<(CacheKey, Vec<usize>)> = Vec::new();
         let mut seen: HashMap<CacheKey, usize> = HashMap::new();
@@ -972,22 +963,28 @@ impl Shared {
             // still counts until its tokenizing really ends.
             let permit = self.tokenize_permit().await?;
             // Tokenizing long documents is CPU work: keep it off the async threads.
-            let tokens: Vec<Result<Vec<String>, EngineError>> =
+            let tokens: Vec<Result<(Vec<String>, bool), EngineError>> =
                 tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     sources
                         .iter()
-                        .map(|s| engine.tokenize(s, source_token.as_deref()))
+                        .map(|s| engine.tokenize_measured(s, source_token.as_deref()))
                         .collect()
                 })
                 .await
                 .map_err(|e| internal(format!("tokenizer task failed: {e}")))?;
+            for ((_, positions), toks) in chunk.iter().zip(&tokens) {
+                let long = toks.as_ref().is_ok_and(|(_, long)| *long);
+                for &p in positions {
+                    truncated[p] = long;
+                }
+            }
             let batcher = &route.model.batcher;
             let results =
                 futures_util::future::join_all(chunk.iter().zip(tokens).map(|((key, _), toks)| {
                     let prefix = target_token.clone();
                     async move {
-                        let toks = toks.map_err(|e| e.to_string())?;
+                        let (toks, _) = toks.map_err(|e| e.to_string())?;
                         batcher
                             .translate_with_prefix(*key, toks, prefix, options)
                             .await
@@ -1004,11 +1001,57 @@ impl Shared {
                 }
             }
         }
+        self.measure_hits(route, &texts, &cached, &mut truncated)
+            .await?;
         let results = out
             .into_iter()
             .map(|t| t.unwrap_or_else(|| Err("the text was left untranslated".into())))
             .collect();
-        Ok((results, cached, to_store))
+        Ok(UnitResults {
+            results,
+            cached,
+            truncated,
+            to_store,
+        })
+    }
+
+    /// Sets `truncated[i]` for the cached texts long enough to possibly be over the
+    /// model's input limit (a piece covers at least one byte, the word-start mark,
+    /// language token and `</s>` aside). Short ones, nearly all, are never tokenized.
+    async fn measure_hits(
+        &self,
+        route: &Route<'_>,
+        texts: &[String],
+        cached: &[bool],
+        truncated: &mut [bool],
+    ) -> Result<(), JobError> {
+        let engine = &route.model.engine;
+        let max_tokens = engine.max_input_length();
+        let long: Vec<(usize, String)> = texts
+            .iter()
+            .zip(cached)
+            .enumerate()
+            .filter(|(_, (t, hit))| **hit && t.len() + 3 > max_tokens)
+            .map(|(i, (t, _))| (i, t.clone()))
+            .collect();
+        if long.is_empty() {
+            return Ok(());
+        }
+        let engine = engine.clone();
+        let with_token = route.language_tokens().0.is_some();
+        let permit = self.tokenize_permit().await?;
+        let measured = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            long.into_iter()
+                .map(|(i, t)| (i, !engine.fits(&t, with_token).unwrap_or(true)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| internal(format!("measuring task failed: {e}")))?;
+        for (i, long) in measured {
+            truncated[i] = long;
+        }
+        Ok(())
     }
 }
 
@@ -1016,7 +1059,7 @@ impl Shared {
 const UNITS_IN_FLIGHT: usize = 64;
 
 /// Cuts each text into sentences, and any sentence `fits` refuses into halves until
-/// every piece fits (a piece that cannot be cut further goes as it is, flagged, and
+/// every piece fits (a piece that cannot be cut further goes as it is, and
 /// CTranslate2 truncates it). A piece the tokenizer fails on is taken as fitting: it
 /// fails again, as its text's own error, when it is tokenized for translation.
 /// Blocking.
@@ -1030,12 +1073,10 @@ fn segment_texts(
     for text in texts {
         let first = units.len();
         let mut ranges = Vec::new();
-        let mut overlong = false;
         for sentence in segment::sentences(text, lang) {
-            let (pieces, long) =
-                segment::split_to_fit(text, sentence, |piece| fits(piece).unwrap_or(true));
-            ranges.extend(pieces);
-            overlong |= long;
+            ranges.extend(segment::split_to_fit(text, sentence, |piece| {
+                fits(piece).unwrap_or(true)
+            }));
         }
         // `split_to_fit` only returns ranges of `text`; `get` keeps this panic-free.
         units.extend(
@@ -1043,7 +1084,7 @@ fn segment_texts(
                 .iter()
                 .map(|r| text.get(r.clone()).unwrap_or_default().to_owned()),
         );
-        layout.push((ranges, first, overlong));
+        layout.push((ranges, first));
     }
     Segmented { units, layout }
 }

@@ -147,7 +147,12 @@ async fn sentences_over_the_input_limit_are_split_not_truncated() {
     );
     // Without split the model truncates the same text at its input limit: the
     // difference the splitting makes, and the reply says which text it cut.
-    for round in ["translated", "cached"] {
+    let stored = w.metrics.cache_stores.get();
+    for (round, from_cache) in [("translated", false), ("cached", true)] {
+        if from_cache {
+            // Both texts of the first round, stored after its reply.
+            wait_for_stores(&w.metrics, stored + 2).await;
+        }
         let r = bus
             .rpc(
                 q,
@@ -162,6 +167,7 @@ async fn sentences_over_the_input_limit_are_split_not_truncated() {
             "unsplit, the copy model truncates at 24 tokens: {whole:?}"
         );
         assert_eq!(r["truncated"], json!([false, true]), "{round}: {r}");
+        assert_eq!(cached(&r)[1], from_cache, "{round}: {r}");
     }
     assert_eq!(w.metrics.texts_truncated.get(), 2, "the two unsplit rounds");
     w.stop().await;

@@ -10,10 +10,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use translation_worker::batcher::{next_batch, Pending, Policy};
-use translation_worker::cache::KeyContext;
-use translation_worker::config::LimitsConfig;
-use translation_worker::protocol::{parse_job, DecodeOptions};
+use translation_client::wire::{parse_job, DecodeOptions};
+use translation_worker::config::Limits;
+use translation_worker::translate::KeyContext;
+use translation_worker::translate::{next_batch, Pending, Policy};
 
 /// The benchmark sentence file: Korean business prose of realistic lengths.
 fn sentences() -> Vec<String> {
@@ -25,13 +25,7 @@ fn sentences() -> Vec<String> {
 }
 
 fn greedy() -> DecodeOptions {
-    DecodeOptions {
-        beam_size: 1,
-        max_decoding_length: 256,
-        length_penalty: 1.0,
-        repetition_penalty: 1.0,
-        no_repeat_ngram_size: 0,
-    }
+    DecodeOptions::default()
 }
 
 fn cache_key(c: &mut Criterion) {
@@ -57,7 +51,7 @@ fn cache_key(c: &mut Criterion) {
 
 fn job_parsing(c: &mut Criterion) {
     let texts = sentences();
-    let limits = LimitsConfig::default();
+    let limits = Limits::default();
     let mut g = c.benchmark_group("parse_job");
     for n in [1usize, 16, 128] {
         let body = serde_json::to_vec(&serde_json::json!({

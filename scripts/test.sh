@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs missing tools, starts RabbitMQ and Redis when they
 # are absent, then runs unit and integration tests (real broker, Redis and model).
-# Extra arguments go to `cargo test`.
+# Both crates of the workspace (the worker and translation-client). Extra arguments go
+# to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prepare.sh
-cargo test --locked "${features[@]}" "$@"
+cargo test --locked --workspace "${features[@]}" "$@"

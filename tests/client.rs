@@ -7,11 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use translation_worker::client::{
-    Client, ClientError, ClientOptions, TranslateOptions, TranslateRequest,
-};
+use translation_client::wire::{ErrorCode, JobOptions};
+use translation_client::{Client, ClientError, ClientOptions, TranslateRequest};
 use translation_worker::config::Config;
-use translation_worker::protocol::ErrorCode;
 
 fn options(config: &Config) -> ClientOptions {
     ClientOptions {
@@ -136,9 +134,9 @@ async fn error_replies_carry_their_code() {
         .translate(
             TranslateRequest::new("ko", "en", ["a"])
                 .with_id("bad-beam")
-                .with_options(TranslateOptions {
+                .with_options(JobOptions {
                     beam_size: Some(99),
-                    ..TranslateOptions::default()
+                    ..JobOptions::default()
                 }),
         )
         .await

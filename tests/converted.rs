@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 use translation_worker::config::{Config, LanguageTokens, ModelConfig};
-use translation_worker::engine::Engine;
+use translation_worker::translate::Engine;
 
 use common::*;
 
@@ -233,7 +233,7 @@ fn output_tokens_decode_as_the_models_tokenizer_does() {
 #[test]
 fn limits_are_read_from_the_converted_models() {
     for (name, positions) in [("marian", 512), ("m2m100", 256), ("nllb", 256)] {
-        let limits = translation_worker::model_spec::read_limits(&fixture(name)).unwrap();
+        let limits = translation_worker::translate::read_limits(&fixture(name)).unwrap();
         assert_eq!(limits.source_positions, Some(positions), "{name}");
         assert_eq!(references(name).source_positions, positions, "{name}");
     }

@@ -25,8 +25,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{json, Value};
 use translation_worker::config::Config;
-use translation_worker::engine::EngineError;
 use translation_worker::telemetry::Metrics;
+use translation_worker::translate::EngineError;
 
 /// Jobs per drill (the issue asks for at least 2,000 in flight).
 const JOBS: usize = 2000;

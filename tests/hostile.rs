@@ -17,8 +17,8 @@ use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
+use translation_client::wire::ErrorCode;
 use translation_worker::config::Config;
-use translation_worker::protocol::ErrorCode;
 use translation_worker::telemetry::Metrics;
 
 /// Body limit for these tests: small, so a 10 MiB body is far over it, yet large

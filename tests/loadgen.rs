@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lapin::{Connection, ConnectionProperties};
-use translation_worker::client::ConnectArgs;
 use translation_worker::config::Config;
-use translation_worker::loadgen::{self, LoadgenArgs};
+use translation_worker::tools::loadgen::{self, LoadgenOptions};
+use translation_worker::tools::ConnectOptions;
 
 const BIN: &str = env!("CARGO_BIN_EXE_translation-worker");
 
-fn args(config: &Config) -> LoadgenArgs {
-    LoadgenArgs::new(ConnectArgs {
+fn args(config: &Config) -> LoadgenOptions {
+    LoadgenOptions::new(ConnectOptions {
         amqp_url: AMQP_URL.into(),
         exchange: config.amqp.exchange.clone(),
     })

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+use translation_client::wire::DecodeOptions;
 use translation_worker::config::{Config, LanguageTokens, ModelConfig};
-use translation_worker::engine::{Backend, Engine};
-use translation_worker::protocol::DecodeOptions;
+use translation_worker::translate::{Backend, Engine};
 use translation_worker::worker::Worker;
 
 use common::*;
@@ -36,13 +36,7 @@ fn model(id: &str, dir: PathBuf, kind: LanguageTokens, pairs: &[&str]) -> ModelC
 }
 
 fn opts() -> DecodeOptions {
-    DecodeOptions {
-        beam_size: 1,
-        max_decoding_length: 256,
-        length_penalty: 1.0,
-        repetition_penalty: 1.0,
-        no_repeat_ngram_size: 0,
-    }
+    DecodeOptions::default()
 }
 
 const KO: &str = "회의는 오전 10시에 본사 3층 회의실에서 열립니다.";

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use translation_worker::http::HttpServer;
+use translation_worker::telemetry::HttpServer;
 use translation_worker::telemetry::Metrics;
 use translation_worker::worker::Worker;
 
@@ -112,7 +112,7 @@ async fn serve_probes(
 ) -> (
     u16,
     CancellationToken,
-    tokio::task::JoinHandle<Result<(), translation_worker::http::HttpError>>,
+    tokio::task::JoinHandle<Result<(), translation_worker::telemetry::HttpError>>,
 ) {
     let server = HttpServer::bind("127.0.0.1:0", metrics).await.unwrap();
     let port = server.local_addr().unwrap().port();

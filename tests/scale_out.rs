@@ -12,7 +12,7 @@ use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::json;
-use translation_worker::broker::{self, BrokerError};
+use translation_worker::amqp::{self, BrokerError};
 use translation_worker::config::{QueueType, RedisMode};
 
 async fn connect() -> Connection {
@@ -55,7 +55,7 @@ async fn worker_consumes_a_quorum_queue_that_refuses_a_classic_redeclare() {
     declare(
         &conn,
         &config.amqp.queue,
-        broker::job_queue_arguments(&config.amqp),
+        amqp::job_queue_arguments(&config.amqp),
     )
     .await
     .expect("same arguments redeclare");
@@ -64,14 +64,14 @@ async fn worker_consumes_a_quorum_queue_that_refuses_a_classic_redeclare() {
     let err = declare(
         &conn,
         &config.amqp.queue,
-        broker::job_queue_arguments(&classic),
+        amqp::job_queue_arguments(&classic),
     )
     .await
     .expect_err("a classic redeclare of a quorum queue is refused");
-    assert!(broker::is_precondition_failed(&err), "{err}");
+    assert!(amqp::is_precondition_failed(&err), "{err}");
     // A worker configured classic on it fails to start its topology, saying why.
     let ch = conn.create_channel().await.expect("channel");
-    let err = broker::declare_topology(&ch, &classic, &["ko-en".into()])
+    let err = amqp::declare_topology(&ch, &classic, &["ko-en".into()])
         .await
         .expect_err("topology with the other queue type");
     assert!(matches!(err, BrokerError::QueueMismatch { .. }), "{err}");
@@ -91,7 +91,7 @@ async fn quorum_queue_dead_letters_a_job_past_its_delivery_limit() {
     config.amqp.queue_type = QueueType::Quorum;
     config.amqp.delivery_limit = 2;
     let bus = Bus::connect().await;
-    broker::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
+    amqp::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
         .await
         .unwrap();
     bus.publish(&config.amqp.queue, "poison", b"{\"text\":\"poison\"}")

@@ -20,12 +20,11 @@ use common::private::{free_port, PrivateRabbit, PrivateRedis};
 use common::*;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use translation_worker::broker::Session;
-use translation_worker::cache::{Cache, CacheKey, KeyContext};
+use translation_worker::amqp::Session;
 use translation_worker::config::{Config, RedisConfig, RedisMode};
-use translation_worker::engine::Engine;
-use translation_worker::protocol::DecodeOptions;
 use translation_worker::telemetry::Metrics;
+use translation_worker::translate::Engine;
+use translation_worker::translate::{Cache, CacheKey, KeyContext};
 use translation_worker::worker::Worker;
 
 /// Everything logged by this test binary, as JSON lines.
@@ -366,13 +365,7 @@ async fn corrupt_and_foreign_cache_values_are_misses() {
         target: config.model.target.clone(),
     };
     drop(engine);
-    let options = DecodeOptions {
-        beam_size: config.model.beam_size as u32,
-        max_decoding_length: config.model.max_decoding_length as u32,
-        length_penalty: 1.0,
-        repetition_penalty: 1.0,
-        no_repeat_ngram_size: 0,
-    };
+    let options = config.model.decode_options();
     let cache = Cache::new(&config.redis, Arc::new(Metrics::default())).unwrap();
     let other_ns = Cache::new(
         &RedisConfig {

@@ -15,7 +15,7 @@ async fn sigterm_under_load_loses_nothing_and_answers_once() {
     config.amqp.prefetch = 64;
     config.shutdown.drain_timeout_secs = 20;
     let bus = Bus::connect().await;
-    translation_worker::broker::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
+    translation_worker::amqp::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
         .await
         .unwrap();
     let n = 1500;

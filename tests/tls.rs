@@ -25,11 +25,11 @@ use common::*;
 use lapin::ConnectionProperties;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use translation_worker::broker::{self, Session};
-use translation_worker::cache::{Cache, CacheKey};
-use translation_worker::client::{Client, ClientOptions, TranslateRequest};
+use translation_client::{ClientOptions, TranslateRequest};
+use translation_worker::amqp::{self, Session};
 use translation_worker::config::{AmqpConfig, Config, RedisConfig};
 use translation_worker::telemetry::Metrics;
+use translation_worker::translate::{Cache, CacheKey};
 use translation_worker::worker::Worker;
 
 /// A CA, a server certificate for `localhost`/127.0.0.1 and a client certificate, all
@@ -236,7 +236,7 @@ fn operator_config(config: &Config) -> Config {
 
 /// A [`Bus`] over the same TLS connect path the worker uses.
 async fn tls_bus(cfg: &AmqpConfig) -> Bus {
-    let conn = broker::connect(cfg, ConnectionProperties::default())
+    let conn = amqp::connect(cfg, ConnectionProperties::default())
         .await
         .expect("client connects over TLS");
     Bus::on_connection(conn).await
@@ -416,7 +416,7 @@ async fn mutual_tls_presents_the_client_certificate() {
     );
     // The client library (and so the HTTP gateway) connects the same way: the CA file
     // and the client certificate of the `amqp` settings.
-    let client = Client::connect_amqp(
+    let client = amqp::connect_client(
         &config.amqp,
         ClientOptions {
             exchange: config.amqp.exchange.clone(),
@@ -432,7 +432,7 @@ async fn mutual_tls_presents_the_client_certificate() {
     assert_eq!(reply.translations, texts);
     client.close().await;
     assert!(
-        Client::connect_amqp(&anonymous, ClientOptions::default())
+        amqp::connect_client(&anonymous, ClientOptions::default())
             .await
             .is_err(),
         "no client certificate, no connection"

@@ -423,7 +423,7 @@ async fn identical_concurrent_texts_are_translated_once() {
     let (c2, b2) = (calls.clone(), batches.clone());
     let bus = Bus::connect().await;
     // Queue all jobs before the worker starts, so they arrive together.
-    translation_worker::broker::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
+    translation_worker::amqp::declare_topology(&bus.ch, &config.amqp, &["ko-en".into()])
         .await
         .unwrap();
     let corrs: Vec<String> = (0..40).map(|i| format!("d-{i}")).collect();

@@ -20,10 +20,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use translation_client::wire::DecodeOptions;
 use translation_worker::config::Config;
-use translation_worker::engine::{Backend, Engine, EngineError};
-use translation_worker::protocol::DecodeOptions;
 use translation_worker::telemetry::Metrics;
+use translation_worker::translate::{Backend, Engine, EngineError};
 use translation_worker::worker::Worker;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -125,7 +125,7 @@ pub async fn wait_for_consumer_at(url: &str, queue: &str) {
             }
             Err(e) => panic!(
                 "broker at {} never reachable: {e}",
-                translation_worker::config::redact_url(url)
+                translation_client::url::redact_url(url)
             ),
         }
     };
@@ -718,8 +718,8 @@ pub async fn declare_topology_at(url: &str, config: &Config) {
         .await
         .expect("broker reachable");
     let ch = conn.create_channel().await.expect("channel");
-    let key = translation_worker::broker::routing_key(&config.model.source, &config.model.target);
-    translation_worker::broker::declare_topology(&ch, &config.amqp, &[key])
+    let key = translation_client::wire::pair_key(&config.model.source, &config.model.target);
+    translation_worker::amqp::declare_topology(&ch, &config.amqp, &[key])
         .await
         .expect("topology");
     let _ = conn.close(200, "ok".into()).await;

@@ -1,0 +1,148 @@
+//! One consume → reply → ack path for everything that answers jobs (the worker and the
+//! `echo` tool), so that both keep the same delivery guarantee: a job is acked only
+//! after its reply (or dead letter) is confirmed by the broker; a publish that is not
+//! confirmed requeues it.
+
+use std::future::Future;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use tokio_util::sync::CancellationToken;
+use translation_client::wire::Reply;
+
+use super::session::{BrokerError, Session};
+use crate::config::AmqpConfig;
+
+/// Consumes `queues` until `shutdown` (`Ok`) or until the connection fails (`Err`),
+/// handing each delivery to `on_delivery` with the index of its queue. Each queue has
+/// its own consumer, so each gets its own prefetch window: at most `prefetch`
+/// deliveries per queue are unacked, which bounds what `on_delivery` is handed.
+///
+/// `started` runs once every consumer is up; `stopping` runs on shutdown, before the
+/// consumers are cancelled. Deliveries the broker already pushed but that were never
+/// read stay unacked and are redelivered when the connection closes.
+pub async fn consume_until(
+    session: &Session,
+    queues: &[&str],
+    shutdown: &CancellationToken,
+    started: impl FnOnce(),
+    stopping: impl FnOnce(),
+    mut on_delivery: impl FnMut(usize, Delivery),
+) -> Result<(), BrokerError> {
+    let mut tags = Vec::with_capacity(queues.len());
+    let mut streams = Vec::with_capacity(queues.len());
+    for (i, queue) in queues.iter().enumerate() {
+        let consumer = session.consume(queue, "").await?;
+        tags.push(consumer.tag());
+        streams.push(consumer.map(move |d| (i, d)).boxed());
+    }
+    let mut deliveries = futures_util::stream::select_all(streams);
+    started();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                stopping();
+                for tag in &tags {
+                    let _ = session
+                        .consume
+                        .basic_cancel(tag.clone(), BasicCancelOptions::default())
+                        .await;
+                }
+                return Ok(());
+            }
+            next = deliveries.next() => match next {
+                Some((queue, Ok(delivery))) => on_delivery(queue, delivery),
+                Some((_, Err(source))) => {
+                    return Err(BrokerError::Amqp { op: "consume", source });
+                }
+                None => return Err(BrokerError::ConsumerClosed),
+            }
+        }
+    }
+}
+
+/// Where a job that cannot be answered (an error reply and no `reply_to`) is parked.
+pub struct DeadLetter<'a> {
+    /// The `amqp` settings (the dead-letter exchange).
+    pub cfg: &'a AmqpConfig,
+    /// The queue the job came from (recorded in a header).
+    pub queue: &'a str,
+}
+
+/// Answers one delivery and settles it: publishes `reply` to the job's `reply_to`
+/// with a publisher confirm (with no `reply_to`: an error reply is dead-lettered when
+/// `dead_letter` is given, anything else needs no message), runs `alongside` at the
+/// same time (the worker's cache store), then acks. A publish the broker does not
+/// confirm requeues the job instead. Returns whether the job was acked.
+pub async fn answer(
+    session: &Session,
+    delivery: &Delivery,
+    reply: &Reply,
+    dead_letter: Option<DeadLetter<'_>>,
+    alongside: impl Future<Output = ()>,
+) -> bool {
+    let reply_to = delivery
+        .properties
+        .reply_to()
+        .as_ref()
+        .filter(|r| !r.as_str().is_empty());
+    let publish = async {
+        match (reply_to, reply, dead_letter) {
+            (Some(rt), r, _) => {
+                session
+                    .reply(
+                        rt.as_str(),
+                        delivery.properties.correlation_id().as_ref(),
+                        &r.to_bytes(),
+                    )
+                    .await
+            }
+            // Nobody to tell: park it in the dead-letter queue with the reason.
+            (None, Reply::Error { error, .. }, Some(dl)) => {
+                session
+                    .dead_letter(
+                        dl.cfg,
+                        dl.queue,
+                        &delivery.data,
+                        &delivery.properties,
+                        error.code.as_str(),
+                        &error.message,
+                    )
+                    .await
+            }
+            // Cache warming (translated and stored), or a tool that keeps no dead
+            // letters: nothing to send.
+            (None, _, _) => Ok(()),
+        }
+    };
+    let (published, ()) = tokio::join!(publish, alongside);
+    let done = match published {
+        Ok(()) => true,
+        // The reply queue refused the reply (full, with `x-overflow: reject-publish`):
+        // like a deleted reply queue, the client cannot take it. Requeueing would
+        // redeliver the job at once and loop for as long as the queue stays full.
+        Err(e @ BrokerError::Nacked(_)) if reply_to.is_some() => {
+            tracing::warn!(error = %e, "reply refused by its queue; dropped");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reply not confirmed; requeueing the job");
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+            false
+        }
+    };
+    if done {
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            // The channel is gone: the broker will redeliver (a duplicate reply).
+            tracing::warn!(error = %e, "ack failed");
+        }
+    }
+    done
+}

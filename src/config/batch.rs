@@ -1,0 +1,69 @@
+//! `[batch]`: the dynamic batching policy.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check, ConfigError};
+
+/// Dynamic batching policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch is cut when it holds this many distinct texts.
+    pub max_batch_size: usize,
+    /// Fewest texts per batch when more are in flight: the size adapts to the load
+    /// (in-flight texts ÷ (2 × replicas), between this and `max_batch_size`), so that
+    /// as many texts wait to be sorted by length as run. Equal to `max_batch_size`:
+    /// a fixed size.
+    pub min_batch_size: usize,
+    /// ... or when its padded size (texts × longest source in tokens) would pass this.
+    pub max_batch_tokens: usize,
+    /// ... or when its oldest text has waited this long (ms) for a busy engine to free
+    /// a replica. An idle engine never waits.
+    pub max_wait_ms: u64,
+    /// Longest (ms) a text may be passed over for batches of texts closer in length to
+    /// each other; after that the next batch holds it. 0: every batch holds the oldest
+    /// text.
+    pub max_delay_ms: u64,
+    /// Most distinct texts the batcher holds and sorts by length to choose batches
+    /// from (its window); jobs wait to enter beyond it.
+    pub max_queued: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 64,
+            min_batch_size: 32,
+            max_batch_tokens: 8192,
+            max_wait_ms: 5,
+            max_delay_ms: 2000,
+            max_queued: 1024,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Checks this section on its own; errors name the key (`batch.<key>`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.max_batch_size >= 1,
+            "batch.max_batch_size",
+            "must be at least 1",
+        )?;
+        check(
+            self.max_batch_tokens >= 1,
+            "batch.max_batch_tokens",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=self.max_batch_size).contains(&self.min_batch_size),
+            "batch.min_batch_size",
+            "must be between 1 and batch.max_batch_size",
+        )?;
+        check(
+            self.max_queued >= self.max_batch_size,
+            "batch.max_queued",
+            "must be at least batch.max_batch_size (the window a batch is chosen from)",
+        )
+    }
+}

@@ -1,0 +1,282 @@
+//! The gateway's routes and handlers: `/translate` (GET, and LibreTranslate's POST),
+//! `/languages`, `/healthz`, `/metrics`; admission control (`gateway.max_pending`) and
+//! the metrics middleware.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use translation_client::wire::{pair_key, Split};
+use translation_client::{ClientError, TranslateReply, TranslateRequest};
+
+use super::error::{client_error, ApiError};
+use super::libretranslate::{parse_lt_body, parse_query, Language, TextRequest};
+use super::link::Link;
+use super::metrics::{route_label, GatewayMetrics, PendingSlot};
+use crate::config::GatewayConfig;
+use crate::telemetry;
+
+/// `GET /translate`'s answer.
+#[derive(Serialize)]
+struct GetReply {
+    translations: Vec<String>,
+    cached: Vec<bool>,
+    model: String,
+}
+
+/// `/healthz`'s answer.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    broker: &'static str,
+    pending: usize,
+}
+
+/// What every handler shares.
+pub(super) struct AppState {
+    /// `gateway.*`, with `max_texts` already resolved against the models.
+    pub(super) cfg: GatewayConfig,
+    /// How long a call waits for its reply (`gateway.request_timeout_ms`).
+    pub(super) timeout: Duration,
+    /// The served (source, target) pairs, checked before publishing.
+    pub(super) pairs: Vec<(String, String)>,
+    /// `GET /languages`'s answer, computed once from `pairs`.
+    pub(super) languages: Vec<Language>,
+    /// The broker client, kept connected by [`super::link::supervise`].
+    pub(super) link: Arc<Link>,
+    /// Counted by the handlers and the middleware; also the listener's rewrites.
+    pub(super) metrics: Arc<GatewayMetrics>,
+}
+
+impl AppState {
+    /// Admits one more pending request, or answers 503 when `max_pending` wait already.
+    fn admit(&self) -> Result<PendingSlot<'_>, ApiError> {
+        // The slot exists before the check, so a refused request gives its count back
+        // too.
+        let (slot, before) = self.metrics.add_pending();
+        if before >= self.cfg.max_pending {
+            return Err(ApiError::unavailable(
+                "overloaded",
+                format!(
+                    "{} requests are already waiting for replies; retry later",
+                    self.cfg.max_pending
+                ),
+                self.cfg.retry_after_secs,
+            ));
+        }
+        Ok(slot)
+    }
+
+    /// Validates `req`, sends it as one job and waits for the reply.
+    async fn translate(&self, req: TextRequest) -> Result<TranslateReply, ApiError> {
+        let missing = |what: &str| {
+            ApiError::bad_request(format!("Invalid request: missing {what} parameter"))
+        };
+        let source = req
+            .source
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| missing("source"))?;
+        let target = req
+            .target
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| missing("target"))?;
+        if source == "auto" {
+            return Err(ApiError::bad_request(
+                "source \"auto\" is not supported: give the source language",
+            ));
+        }
+        if req.texts.is_empty() {
+            return Err(missing("q"));
+        }
+        if req.texts.len() > self.cfg.max_texts {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "{} texts, the limit is {}",
+                    req.texts.len(),
+                    self.cfg.max_texts
+                ),
+            ));
+        }
+        if !self.pairs.iter().any(|(s, t)| *s == source && *t == target) {
+            let served: Vec<String> = self.pairs.iter().map(|(s, t)| pair_key(s, t)).collect();
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_language_pair",
+                format!(
+                    "{source}-{target} is not served (served: {})",
+                    served.join(", ")
+                ),
+            ));
+        }
+        let _slot = self.admit()?;
+        let retry = self.cfg.retry_after_secs;
+        let client = self.link.current().ok_or_else(|| {
+            ApiError::unavailable("broker_unavailable", "not connected to the broker", retry)
+        })?;
+        // HTTP callers send paragraphs and whole documents: cut them into sentences so
+        // each is cached on its own and long texts are not truncated by the model.
+        let request = TranslateRequest::new(source, target, req.texts)
+            .with_timeout(self.timeout)
+            .with_split(Split::Sentences);
+        let reply = client.translate(request).await.map_err(|e| {
+            if matches!(e, ClientError::ConnectionLost) {
+                self.link.connection_lost();
+            }
+            client_error(e, retry)
+        })?;
+        // LibreTranslate's answers have no per-text errors: a text the worker could not
+        // translate fails the request, as it would on LibreTranslate.
+        if let Some((i, e)) = reply
+            .errors
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| e.as_ref().map(|e| (i, e)))
+        {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.code.as_str(),
+                format!("text {i} could not be translated: {}", e.message),
+            ));
+        }
+        Ok(reply)
+    }
+}
+
+async fn get_translate(
+    State(s): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<GetReply>, ApiError> {
+    let query = query.unwrap_or_default();
+    if query.len() > s.cfg.max_body_bytes {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "too_large",
+            format!(
+                "the query string has {} bytes, the limit is {} (POST a body instead)",
+                query.len(),
+                s.cfg.max_body_bytes
+            ),
+        ));
+    }
+    let reply = s.translate(parse_query(&query)?).await?;
+    Ok(Json(GetReply {
+        translations: reply.translations,
+        cached: reply.cached,
+        model: reply.model,
+    }))
+}
+
+async fn post_translate(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over {} bytes", s.cfg.max_body_bytes),
+            )
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let req = parse_lt_body(content_type, &body)?;
+    let many = req.many;
+    let mut reply = s.translate(req).await?;
+    Ok(Json(if many {
+        json!({ "translatedText": reply.translations })
+    } else {
+        json!({ "translatedText": reply.translations.pop().unwrap_or_default() })
+    }))
+}
+
+async fn get_languages(State(s): State<Arc<AppState>>) -> Json<Vec<Language>> {
+    Json(s.languages.clone())
+}
+
+async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    let up = s.link.current().is_some_and(|c| c.is_connected());
+    let status = if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if up { "ok" } else { "unavailable" },
+        broker: if up { "up" } else { "down" },
+        pending: s.metrics.pending(),
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route (GET/POST /translate, /languages, /healthz, /metrics)",
+    )
+}
+
+/// Counts every answer by method, route and status, and times it.
+async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        _ => "other",
+    };
+    let route = route_label(req.uri().path());
+    let response = next.run(req).await;
+    s.metrics
+        .record(method, route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// A known route asked with a method it does not take (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed here: /translate and /languages take GET and POST, /healthz and /metrics GET"),
+    )
+}
+
+/// The gateway's routes over `state`, with the body limit and the metrics middleware.
+pub(super) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/translate", get(get_translate).post(post_translate))
+        // LibreTranslate answers /languages on POST too.
+        .route("/languages", get(get_languages).post(get_languages))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}

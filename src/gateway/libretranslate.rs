@@ -1,0 +1,275 @@
+//! Reading translation requests from HTTP: `GET /translate`'s query string and
+//! LibreTranslate's `POST /translate` body (JSON or form), and the language list that
+//! `GET /languages` answers in LibreTranslate's shape.
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+
+/// A translation request as read from HTTP, before validation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct TextRequest {
+    /// Source language code, as given.
+    pub(super) source: Option<String>,
+    /// Target language code, as given.
+    pub(super) target: Option<String>,
+    /// The texts, in order.
+    pub(super) texts: Vec<String>,
+    /// `q` was an array (LibreTranslate answers an array then).
+    pub(super) many: bool,
+}
+
+/// Reads `GET /translate`'s query: repeatable `q`, `source`, `target`; nothing else.
+pub(super) fn parse_query(query: &str) -> Result<TextRequest, ApiError> {
+    let mut req = TextRequest {
+        many: true,
+        ..TextRequest::default()
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match &*key {
+            "q" => {
+                req.texts.push(value.into_owned());
+                continue;
+            }
+            "source" => &mut req.source,
+            "target" => &mut req.target,
+            // Strict, like the wire contract: a misspelt key must not be ignored.
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter {other:?} (expected q, source, target)"
+                )))
+            }
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(ApiError::bad_request(format!("{key} given twice")));
+        }
+    }
+    Ok(req)
+}
+
+/// `q` of a LibreTranslate body: one text or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LtText {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A LibreTranslate `POST /translate` JSON body. Other keys (`api_key`,
+/// `alternatives`, ...) are accepted and ignored, as LibreTranslate clients send them.
+#[derive(Deserialize)]
+struct LtBody {
+    q: Option<LtText>,
+    source: Option<String>,
+    target: Option<String>,
+    format: Option<String>,
+}
+
+/// Reads a LibreTranslate body: a form (`application/x-www-form-urlencoded`; repeated
+/// `q` is an array) or JSON (any other type but multipart).
+pub(super) fn parse_lt_body(content_type: &str, body: &[u8]) -> Result<TextRequest, ApiError> {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let (req, format) = match mime.as_str() {
+        "application/x-www-form-urlencoded" => {
+            let mut req = TextRequest::default();
+            let mut format = None;
+            for (key, value) in form_urlencoded::parse(body) {
+                match &*key {
+                    "q" => req.texts.push(value.into_owned()),
+                    "source" => req.source = Some(value.into_owned()),
+                    "target" => req.target = Some(value.into_owned()),
+                    "format" => format = Some(value.into_owned()),
+                    _ => {}
+                }
+            }
+            req.many = req.texts.len() > 1;
+            (req, format)
+        }
+        m if m.starts_with("multipart/") => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send JSON or application/x-www-form-urlencoded",
+            ))
+        }
+        _ => {
+            let body: LtBody = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))?;
+            let (texts, many) = match body.q {
+                Some(LtText::One(t)) => (vec![t], false),
+                Some(LtText::Many(ts)) => (ts, true),
+                None => (Vec::new(), false),
+            };
+            let req = TextRequest {
+                source: body.source,
+                target: body.target,
+                texts,
+                many,
+            };
+            (req, body.format)
+        }
+    };
+    match format.as_deref() {
+        None | Some("text") | Some("") => Ok(req),
+        Some("html") => Err(ApiError::bad_request(
+            "format \"html\" is not supported: only \"text\"",
+        )),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unknown format {other:?}: only \"text\" is supported"
+        ))),
+    }
+}
+
+/// One language of `GET /languages` (LibreTranslate's shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(super) struct Language {
+    code: String,
+    name: String,
+    targets: Vec<String>,
+}
+
+/// English names of common language codes; others are named by their code.
+fn language_name(code: &str) -> &str {
+    match code {
+        "ar" => "Arabic",
+        "de" => "German",
+        "en" => "English",
+        "es" => "Spanish",
+        "fr" => "French",
+        "hi" => "Hindi",
+        "id" => "Indonesian",
+        "it" => "Italian",
+        "ja" => "Japanese",
+        "ko" => "Korean",
+        "nl" => "Dutch",
+        "pl" => "Polish",
+        "pt" => "Portuguese",
+        "ru" => "Russian",
+        "sv" => "Swedish",
+        "th" => "Thai",
+        "tr" => "Turkish",
+        "uk" => "Ukrainian",
+        "vi" => "Vietnamese",
+        "zh" => "Chinese",
+        other => other,
+    }
+}
+
+/// Every language of `pairs`, in order of first appearance, with the targets it is
+/// served to (a language that is only a target has none, but is listed so that
+/// clients offer it as a target).
+pub(super) fn languages(pairs: &[(String, String)]) -> Vec<Language> {
+    let mut out: Vec<Language> = Vec::new();
+    let mut entry = |code: &str| -> usize {
+        if let Some(i) = out.iter().position(|l| l.code == code) {
+            return i;
+        }
+        out.push(Language {
+            code: code.to_owned(),
+            name: language_name(code).to_owned(),
+            targets: Vec::new(),
+        });
+        out.len() - 1
+    };
+    let mut links = Vec::new();
+    for (source, target) in pairs {
+        let s = entry(source);
+        entry(target);
+        links.push((s, target.clone()));
+    }
+    for (s, target) in links {
+        if !out[s].targets.contains(&target) {
+            out[s].targets.push(target);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn query_takes_repeated_q_and_refuses_unknown_keys() {
+        let r = parse_query("q=%ED%95%9C&q=a+b&source=ko&target=en").unwrap();
+        assert_eq!(r.texts, ["한", "a b"]);
+        assert_eq!(r.source.as_deref(), Some("ko"));
+        assert_eq!(r.target.as_deref(), Some("en"));
+        assert!(r.many);
+        let e = parse_query("q=x&sorce=ko").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("sorce"), "{}", e.message);
+        let e = parse_query("q=x&source=ko&source=ja").unwrap_err();
+        assert!(e.message.contains("twice"), "{}", e.message);
+        assert!(parse_query("").unwrap().texts.is_empty());
+    }
+
+    #[test]
+    fn libretranslate_bodies_json_and_form() {
+        let r = parse_lt_body(
+            "application/json",
+            br#"{"q":"x","source":"ko","target":"en","format":"text","api_key":""}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.texts.as_slice(), r.many),
+            (&["x".to_string()][..], false)
+        );
+        let r = parse_lt_body("", br#"{"q":["a","b"],"source":"ko","target":"en"}"#).unwrap();
+        assert_eq!((r.texts.len(), r.many), (2, true));
+        let r = parse_lt_body(
+            "application/x-www-form-urlencoded; charset=utf-8",
+            b"q=%EC%95%88&source=ko&target=en&api_key=k",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.texts.as_slice(), r.many),
+            (&["안".to_string()][..], false)
+        );
+        let r = parse_lt_body("application/x-www-form-urlencoded", b"q=a&q=b").unwrap();
+        assert!(r.many);
+
+        let e = parse_lt_body("application/json", br#"{"q":"x","format":"html"}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("html"));
+        let e = parse_lt_body("application/json", b"not json").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_lt_body("application/json", br#"{"q":3}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_lt_body("multipart/form-data; boundary=x", b"").unwrap_err();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn languages_list_sources_with_targets_and_bare_targets() {
+        let l = languages(&pairs(&[
+            ("ko", "en"),
+            ("ja", "en"),
+            ("ko", "ja"),
+            ("ko", "en"),
+        ]));
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            json!([
+                {"code": "ko", "name": "Korean", "targets": ["en", "ja"]},
+                {"code": "en", "name": "English", "targets": []},
+                {"code": "ja", "name": "Japanese", "targets": ["en"]},
+            ])
+        );
+        assert_eq!(languages(&pairs(&[("xx", "yy")]))[0].name, "xx");
+    }
+}

@@ -1,0 +1,30 @@
+//! Translation: from texts to translations, independent of the broker.
+//!
+//! - `segment`: documents cut into sentences, over-long sentences halved, byte-exact
+//!   reassembly (pure).
+//! - `cache`: the content-addressed Redis cache with its circuit breaker.
+//! - `batcher`: the batching policy (a pure function), the queue task and one engine
+//!   thread per replica.
+//! - `engine`: the CTranslate2 model and its tokenizer (blocking; engine threads only).
+//! - `model_spec`: the model's own limits, read from `model.bin`.
+//! - `languages`: client language codes → NLLB / M2M-100 language tokens (a leaf:
+//!   configuration validates with it).
+
+mod batcher;
+mod cache;
+mod engine;
+mod languages;
+mod model_spec;
+pub(crate) mod segment;
+
+pub use batcher::{
+    batch_size, next_batch, spawn, spawn_gated, BatchError, BatcherHandle, CpuGate, Decision,
+    GatePass, Pending, Policy,
+};
+pub use cache::{Cache, CacheError, CacheKey, KeyContext};
+pub use engine::{
+    fingerprint_dir, input_limit, Backend, Engine, EngineError, DEFAULT_MAX_INPUT_LENGTH,
+};
+pub use languages::{model_token, pair_tokens, LanguageTokens, NLLB_CODES};
+pub use model_spec::{read_limits, ModelLimits, SpecError};
+pub use segment::sentences;

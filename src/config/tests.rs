@@ -1,6 +1,8 @@
 //! `Config` as a whole: loading from the file and the environment, secret and TLS
 //! files, and validation as an operator meets it (errors naming their keys).
 
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

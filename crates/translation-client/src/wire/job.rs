@@ -222,8 +222,6 @@ pub fn parse_job(body: &[u8], limits: &Limits) -> Result<Job, JobError> {
     })
 }
 
-/// A reply body.
-
 #[cfg(test)]
 mod tests {
     use super::*;

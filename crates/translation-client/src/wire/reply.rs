@@ -54,9 +54,10 @@ pub enum Reply {
 
 impl From<JobError> for Reply {
     fn from(e: JobError) -> Self {
+        let JobError { code, message, id } = e;
         Reply::Error {
-            id: e.id.clone(),
-            error: e.into(),
+            id,
+            error: ErrorBody { code, message },
         }
     }
 }

@@ -231,6 +231,25 @@ async fn translates_through_the_worker_in_both_dialects() {
         ])
     );
 
+    // LibreTranslate's health check and UI settings, as its clients read them.
+    let (status, _, v) = answer(http.get(gw.url("/health")).send().await.unwrap()).await;
+    assert_eq!((status, v), (StatusCode::OK, json!({ "status": "ok" })));
+    let (status, _, v) = answer(http.post(gw.url("/health")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    let (status, _, v) = answer(http.get(gw.url("/frontend/settings")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["charLimit"], json!(config.limits.max_text_chars));
+    assert_eq!(v["filesTranslation"], json!(false));
+    assert_eq!(v["apiKeys"], json!(false));
+    assert_eq!(
+        v["language"]["source"],
+        json!({"code": "ko", "name": "Korean"})
+    );
+    assert_eq!(
+        v["language"]["target"],
+        json!({"code": "en", "name": "English"})
+    );
+
     // Refused before anything is published.
     let jobs_before = worker.metrics.jobs_ok.get();
     let (status, _, v) = get_translate(&http, &gw, "ko", "ja", &["x"]).await;
@@ -539,6 +558,10 @@ async fn broker_down_is_503_with_retry_after() {
     let (status, _, v) = answer(http.get(gw.url("/healthz")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["broker"], "down");
+    let (status, retry, v) = answer(http.get(gw.url("/health")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(error_code(&v), "broker_unavailable");
     let (status, retry, v) = get_translate(&http, &gw, "ko", "en", &["x"]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(retry.as_deref(), Some("1"));

@@ -19,7 +19,7 @@ use translation_client::wire::{pair_key, Split};
 use translation_client::{ClientError, TranslateReply, TranslateRequest};
 
 use super::error::{client_error, ApiError};
-use super::libretranslate::{parse_lt_body, parse_query, Language, TextRequest};
+use super::libretranslate::{parse_lt_body, parse_query, FrontendSettings, Language, TextRequest};
 use super::link::Link;
 use super::metrics::{route_label, GatewayMetrics, PendingSlot};
 use crate::config::GatewayConfig;
@@ -51,6 +51,8 @@ pub(super) struct AppState {
     pub(super) pairs: Vec<(String, String)>,
     /// `GET /languages`'s answer, computed once from `pairs`.
     pub(super) languages: Vec<Language>,
+    /// `GET /frontend/settings`'s answer, computed once.
+    pub(super) frontend: FrontendSettings,
     /// The broker client, kept connected by [`super::link::supervise`].
     pub(super) link: Arc<Link>,
     /// Counted by the handlers and the middleware; also the listener's rewrites.
@@ -211,6 +213,26 @@ async fn get_languages(State(s): State<Arc<AppState>>) -> Json<Vec<Language>> {
     Json(s.languages.clone())
 }
 
+async fn get_frontend_settings(State(s): State<Arc<AppState>>) -> Json<FrontendSettings> {
+    Json(s.frontend.clone())
+}
+
+/// LibreTranslate's `GET /health`: `{"status": "ok"}` while the gateway can reach the
+/// workers (its broker connection is up); otherwise a 503 with `Retry-After` and the
+/// usual error body, as for a translation then.
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    if s.link.current().is_some_and(|c| c.is_connected()) {
+        Json(serde_json::json!({ "status": "ok" })).into_response()
+    } else {
+        ApiError::unavailable(
+            "broker_unavailable",
+            "not connected to the broker",
+            s.cfg.retry_after_secs,
+        )
+        .into_response()
+    }
+}
+
 async fn healthz(State(s): State<Arc<AppState>>) -> Response {
     let up = s.link.current().is_some_and(|c| c.is_connected());
     let status = if up {
@@ -273,6 +295,9 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         // LibreTranslate answers /languages on POST too.
         .route("/languages", get(get_languages).post(get_languages))
         .route("/healthz", get(healthz))
+        // LibreTranslate's own health check and UI settings, read by its clients.
+        .route("/health", get(health))
+        .route("/frontend/settings", get(get_frontend_settings))
         .route("/metrics", get(metrics_text))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -191,6 +191,71 @@ pub(super) fn languages(pairs: &[(String, String)]) -> Vec<Language> {
     out
 }
 
+/// `GET /frontend/settings` (LibreTranslate's shape): what its web UI and several
+/// clients read before translating. Files, API keys and suggestions are not offered
+/// (yet), so they are reported off; `charLimit` is the worker's per-text limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FrontendSettings {
+    char_limit: i64,
+    /// Milliseconds LibreTranslate's UI waits after typing before it translates (its
+    /// default).
+    frontend_timeout: u64,
+    api_keys: bool,
+    key_required: bool,
+    suggestions: bool,
+    files_translation: bool,
+    supported_files_format: Vec<String>,
+    language: FrontendLanguages,
+}
+
+/// The UI's default pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct FrontendLanguages {
+    source: NamedLanguage,
+    target: NamedLanguage,
+}
+
+/// A language code with its English name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct NamedLanguage {
+    code: String,
+    name: String,
+}
+
+impl NamedLanguage {
+    fn new(code: &str) -> Self {
+        Self {
+            code: code.to_owned(),
+            name: language_name(code).to_owned(),
+        }
+    }
+}
+
+/// The settings for a gateway serving `pairs` (the first is the UI's default pair)
+/// with texts of at most `max_text_chars` characters.
+pub(super) fn frontend_settings(
+    pairs: &[(String, String)],
+    max_text_chars: usize,
+) -> FrontendSettings {
+    let (source, target) = pairs
+        .first()
+        .map_or(("", ""), |(s, t)| (s.as_str(), t.as_str()));
+    FrontendSettings {
+        char_limit: i64::try_from(max_text_chars).unwrap_or(-1),
+        frontend_timeout: 500,
+        api_keys: false,
+        key_required: false,
+        suggestions: false,
+        files_translation: false,
+        supported_files_format: Vec::new(),
+        language: FrontendLanguages {
+            source: NamedLanguage::new(source),
+            target: NamedLanguage::new(target),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -271,5 +336,30 @@ mod tests {
             ])
         );
         assert_eq!(languages(&pairs(&[("xx", "yy")]))[0].name, "xx");
+    }
+
+    #[test]
+    fn frontend_settings_have_libretranslates_keys() {
+        let v = serde_json::to_value(frontend_settings(
+            &pairs(&[("ko", "en"), ("en", "ko")]),
+            10_000,
+        ))
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "charLimit": 10000,
+                "frontendTimeout": 500,
+                "apiKeys": false,
+                "keyRequired": false,
+                "suggestions": false,
+                "filesTranslation": false,
+                "supportedFilesFormat": [],
+                "language": {
+                    "source": {"code": "ko", "name": "Korean"},
+                    "target": {"code": "en", "name": "English"}
+                }
+            })
+        );
     }
 }

@@ -15,7 +15,15 @@ use crate::telemetry::{self, Counter, Gauge};
 
 /// Route labels of the metrics; anything else is `other`, so that probing random
 /// paths cannot grow the number of series.
-pub(super) const ROUTES: [&str; 5] = ["/translate", "/languages", "/healthz", "/metrics", "other"];
+pub(super) const ROUTES: [&str; 7] = [
+    "/translate",
+    "/languages",
+    "/healthz",
+    "/metrics",
+    "/health",
+    "/frontend/settings",
+    "other",
+];
 
 /// Request durations, seconds: a cache hit is a few ms, a long miss several seconds,
 /// the default timeout 30 s.

@@ -94,6 +94,10 @@ impl Gateway {
         };
         let state = Arc::new(AppState {
             languages: super::libretranslate::languages(&pairs),
+            frontend: super::libretranslate::frontend_settings(
+                &pairs,
+                config.limits.max_text_chars,
+            ),
             pairs,
             timeout,
             metrics: Arc::new(GatewayMetrics::new(cfg.max_pending)),

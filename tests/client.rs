@@ -387,3 +387,44 @@ async fn max_in_flight_bounds_the_pending_calls() {
     client.close().await;
     cleanup(&config).await;
 }
+
+/// `amqp.url` and the client's URL may list several nodes of one cluster: a dead node
+/// in the list is passed over (in whichever order the shuffle tries it), by the worker
+/// at start and by the client at connect. The 3-node failover drill is issue 17's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_in_the_url_list_is_passed_over() {
+    // Nothing listens on port 1.
+    let dead = "amqp://guest:guest@127.0.0.1:1/%2f";
+    let list = format!("{dead},{AMQP_URL}");
+    let mut config = test_config();
+    config.amqp.url = list.clone();
+    config
+        .validate()
+        .expect("a list of amqp:// URLs is a valid amqp.url");
+    let worker = start_worker(config.clone()).await;
+    // Several connects, so that both orders of the shuffle are likely tried.
+    for i in 0..4 {
+        let client = Client::connect(&list, options(&config)).await.unwrap();
+        let texts = vec![sample_text(i)];
+        let reply = client
+            .translate(TranslateRequest::new("ko", "en", texts.clone()))
+            .await
+            .unwrap();
+        assert_eq!(reply.translations, texts);
+        client.close().await;
+    }
+    assert_eq!(worker.metrics.jobs_ok.get(), 4);
+    // Only dead nodes: the error names one of them, password hidden.
+    let err = Client::connect(
+        &format!("{dead},amqp://guest:guest@127.0.0.1:2/%2f"),
+        options(&config),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+    assert!(!err.to_string().contains("guest:guest"), "{err}");
+    // Mixed schemes are refused by validation.
+    config.amqp.url = format!("{AMQP_URL},amqps://guest:guest@127.0.0.1:5671/%2f");
+    let e = config.validate().unwrap_err().to_string();
+    assert!(e.contains("amqp.url"), "{e}");
+}

@@ -11,7 +11,7 @@ use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, Consumer, DefaultConnectionBuilder,
 };
 
-use translation_client::url::redact_url;
+use translation_client::url::{redact_url, shuffled_urls};
 
 use super::topology::{declare_queues, QueueBinding};
 use crate::config::{AmqpConfig, ConfigError, QueueType, TlsPem};
@@ -144,11 +144,17 @@ pub fn tls_config(pem: TlsPem) -> OwnedTLSConfig {
     }
 }
 
-/// Connects to `cfg.url`. For `amqps://` the server certificate must chain to the
-/// system roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured) or to `amqp.tls_ca_file`,
-/// and `amqp.tls_cert_file`/`tls_key_file` are presented when set. The TLS files are
-/// read again at every connect (on the blocking pool), so rotated certificates are
-/// picked up by the next reconnect. Errors show the URL redacted.
+/// Connects to `cfg.url`, which may list several nodes of one RabbitMQ cluster
+/// (comma-separated): they are tried in random order, so that workers and gateways
+/// spread over the nodes and a dead node is passed over at once; the node connected
+/// to is logged (password redacted). A refused login or vhost stops at the node that
+/// refused (every node has the same users).
+///
+/// For `amqps://` the server certificate must chain to the system roots
+/// (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured) or to `amqp.tls_ca_file`, and
+/// `amqp.tls_cert_file`/`tls_key_file` are presented when set. The TLS files are read
+/// again at every connect (on the blocking pool), so rotated certificates are picked up
+/// by the next reconnect. Errors show the URL redacted.
 pub async fn connect(
     cfg: &AmqpConfig,
     props: ConnectionProperties,
@@ -162,28 +168,62 @@ pub async fn connect(
     } else {
         OwnedTLSConfig::default()
     };
+    let mut nodes = shuffled_urls(&cfg.url);
+    if nodes.is_empty() {
+        // Validation refuses this; let lapin say what is wrong with it anyway.
+        nodes.push(&cfg.url);
+    }
+    let several = nodes.len() > 1;
+    let mut error = None;
+    for node in nodes {
+        match connect_node(node, props.clone(), tls.clone()).await {
+            Ok(connection) => {
+                if several {
+                    tracing::info!(node = %redact_url(node), "connected to broker node");
+                }
+                return Ok(connection);
+            }
+            Err(e) if e.is_refused() => return Err(e),
+            Err(e) => {
+                if several {
+                    tracing::warn!(error = %e, "broker node unavailable; trying the next");
+                }
+                error = Some(e);
+            }
+        }
+    }
+    // `nodes` is never empty, so the loop set `error`.
+    Err(error.unwrap_or(BrokerError::ConsumerClosed))
+}
+
+/// Connects to one node.
+async fn connect_node(
+    url: &str,
+    props: ConnectionProperties,
+    tls: OwnedTLSConfig,
+) -> Result<Connection, BrokerError> {
     let connect_err = |source: lapin::Error| {
         if let Some(message) = refusal(&source) {
             return BrokerError::Refused {
-                url: redact_url(&cfg.url),
+                url: redact_url(url),
                 message,
             };
         }
-        let hint = if cfg.url.starts_with("amqps://") && mentions_tls(&source.to_string()) {
+        let hint = if url.starts_with("amqps://") && mentions_tls(&source.to_string()) {
             " (TLS: the broker's certificate must chain to amqp.tls_ca_file or the system \
              roots, SSL_CERT_FILE, and name the URL's host)"
         } else {
             ""
         };
         BrokerError::Connect {
-            url: redact_url(&cfg.url),
+            url: redact_url(url),
             source,
             hint,
         }
     };
     DefaultConnectionBuilder::new()
         .map_err(connect_err)?
-        .with_uri_str(cfg.url.clone())
+        .with_uri_str(url.to_owned())
         .with_properties(props)
         .with_tls_config(tls)
         .connect()

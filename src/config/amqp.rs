@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use translation_client::url::redact_url;
+use translation_client::url::{redact_url, split_url_list};
 
 use super::{check, ConfigError, TlsFiles};
 
@@ -12,8 +12,9 @@ use super::{check, ConfigError, TlsFiles};
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
-    /// AMQP URI, e.g. `amqp://user:pass@host:5672/%2f`, or `amqps://` for TLS. Logged
-    /// only with the password redacted.
+    /// AMQP URI, e.g. `amqp://user:pass@host:5672/%2f`, or `amqps://` for TLS. Several
+    /// nodes of one cluster: comma-separated URIs, tried in random order at every
+    /// (re)connect. Logged only with the password redacted.
     pub url: String,
     /// File holding the AMQP URI (e.g. a mounted Kubernetes Secret); when set, its
     /// trimmed contents replace `url` at start-up.
@@ -113,10 +114,21 @@ impl AmqpConfig {
     /// Checks this section on its own; errors name the key (`amqp.<key>`). The TLS
     /// files are only checked against the URL here: they are read after validation.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // One URL, or several nodes of one cluster, comma-separated.
+        let urls = split_url_list(&self.url);
         check(
-            self.url.starts_with("amqp://") || self.url.starts_with("amqps://"),
+            !urls.is_empty()
+                && urls
+                    .iter()
+                    .all(|u| u.starts_with("amqp://") || u.starts_with("amqps://")),
             "amqp.url",
-            "must start with amqp:// or amqps://",
+            "must start with amqp:// or amqps:// (several nodes: comma-separated URLs)",
+        )?;
+        check(
+            urls.iter().all(|u| u.starts_with("amqps://"))
+                || urls.iter().all(|u| u.starts_with("amqp://")),
+            "amqp.url",
+            "must not mix amqp:// and amqps:// nodes",
         )?;
         self.tls_files()
             .validate(self.url.starts_with("amqps://"), "amqps")?;

@@ -51,7 +51,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use lapin::{Confirmation, PublisherConfirm};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::url::redact_url;
+use crate::url::{redact_url, shuffled_urls};
 use crate::wire::{
     pair_key, unix_ms_now, ErrorBody, ErrorCode, Job, JobOptions, Reply, SegmentStats, Split,
 };
@@ -558,17 +558,44 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects, opens the channels, declares the exchange (see
     /// [`ClientOptions::declare_exchange`]) and the reply queue, and starts consuming it.
+    /// `url` may list several nodes of one RabbitMQ cluster, comma-separated: they are
+    /// tried in random order until one accepts (a refused login stops at once: every
+    /// node has the same users).
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, ClientError> {
         let props = ConnectionProperties::default()
             .with_connection_name(options.connection_name.as_str().into());
-        let connection =
-            Connection::connect(url, props)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    url: redact_url(url),
-                    source,
-                })?;
-        Self::on_connection(connection, options).await
+        let mut nodes = shuffled_urls(url);
+        if nodes.is_empty() {
+            // Let lapin say what is wrong with it.
+            nodes.push(url);
+        }
+        let mut error = None;
+        for node in nodes {
+            match Connection::connect(node, props.clone()).await {
+                Ok(connection) => {
+                    tracing::debug!(node = %redact_url(node), "client connected");
+                    return Self::on_connection(connection, options).await;
+                }
+                Err(source) => {
+                    // A refused login or vhost (403, 530): the next node has the same users.
+                    let refused = matches!(
+                        source.kind(),
+                        lapin::ErrorKind::ProtocolError(e) if matches!(e.get_id(), 403 | 530)
+                    );
+                    let e = ClientError::Connect {
+                        url: redact_url(node),
+                        source,
+                    };
+                    if refused {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "broker node unavailable; trying the next");
+                    error = Some(e);
+                }
+            }
+        }
+        // `nodes` is never empty, so the loop set `error`.
+        Err(error.unwrap_or(ClientError::ConnectionLost))
     }
 
     /// Sets up the client's channels and reply queue on a connection opened by the

@@ -27,6 +27,15 @@ pub fn split_url_list(list: &str) -> Vec<&str> {
     out
 }
 
+/// The URLs of a comma-separated list (see [`split_url_list`]) in random order: a
+/// client of a multi-node broker tries them in this order, so that clients spread over
+/// the nodes and none keeps retrying one dead node first.
+pub fn shuffled_urls(list: &str) -> Vec<&str> {
+    let mut urls = split_url_list(list);
+    fastrand::shuffle(&mut urls);
+    urls
+}
+
 /// Hides the password of a URL (`scheme://user:***@host/...`) for logs and errors. A
 /// comma-separated list (Redis Cluster seeds) has each of its URLs redacted.
 pub fn redact_url(url: &str) -> String {
@@ -108,5 +117,19 @@ mod tests {
             "redis://:***@h1:7000,redis://u:***@h2:7001,redis://h3:7002"
         );
         assert_eq!(redact_url("redis://:p,w@h:1"), "redis://:***@h:1");
+    }
+
+    #[test]
+    fn shuffled_urls_keep_every_url_once() {
+        let list = "amqp://a:1,amqp://b:2,amqp://c:3";
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let mut urls = shuffled_urls(list);
+            seen.insert(urls.clone());
+            urls.sort_unstable();
+            assert_eq!(urls, ["amqp://a:1", "amqp://b:2", "amqp://c:3"]);
+        }
+        assert!(seen.len() > 1, "the order varies");
+        assert_eq!(shuffled_urls("amqp://only"), ["amqp://only"]);
     }
 }

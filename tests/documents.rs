@@ -145,6 +145,9 @@ async fn sentences_over_the_input_limit_are_split_not_truncated() {
         seg[0].0 >= 6,
         "the long sentences were split further: {seg:?}"
     );
+    // The reply can arrive before its segments' cache writes end (they run side by
+    // side): wait for them, so that the count below starts after them.
+    wait_for_stores(&w.metrics, seg[0].0).await;
     // Without split the model truncates the same text at its input limit: the
     // difference the splitting makes, and the reply says which text it cut.
     let stored = w.metrics.cache_stores.get();

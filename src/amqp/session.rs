@@ -169,31 +169,25 @@ pub async fn connect(
         OwnedTLSConfig::default()
     };
     let mut nodes = shuffled_urls(&cfg.url);
-    if nodes.is_empty() {
-        // Validation refuses this; let lapin say what is wrong with it anyway.
-        nodes.push(&cfg.url);
-    }
     let several = nodes.len() > 1;
-    let mut error = None;
+    // The last node's result is the answer; validation refuses an empty list, and lapin
+    // says what is wrong with one anyway.
+    let last = nodes.pop().unwrap_or(&cfg.url);
     for node in nodes {
         match connect_node(node, props.clone(), tls.clone()).await {
             Ok(connection) => {
-                if several {
-                    tracing::info!(node = %redact_url(node), "connected to broker node");
-                }
+                tracing::info!(node = %redact_url(node), "connected to broker node");
                 return Ok(connection);
             }
             Err(e) if e.is_refused() => return Err(e),
-            Err(e) => {
-                if several {
-                    tracing::warn!(error = %e, "broker node unavailable; trying the next");
-                }
-                error = Some(e);
-            }
+            Err(e) => tracing::warn!(error = %e, "broker node unavailable; trying the next"),
         }
     }
-    // `nodes` is never empty, so the loop set `error`.
-    Err(error.unwrap_or(BrokerError::ConsumerClosed))
+    let connection = connect_node(last, props, tls).await?;
+    if several {
+        tracing::info!(node = %redact_url(last), "connected to broker node");
+    }
+    Ok(connection)
 }
 
 /// Connects to one node.

@@ -565,37 +565,33 @@ impl Client {
         let props = ConnectionProperties::default()
             .with_connection_name(options.connection_name.as_str().into());
         let mut nodes = shuffled_urls(url);
-        if nodes.is_empty() {
-            // Let lapin say what is wrong with it.
-            nodes.push(url);
-        }
-        let mut error = None;
+        // The last node's result is the answer (an empty list: lapin says what is wrong).
+        let last = nodes.pop().unwrap_or(url);
+        let connect_err = |node: &str, source: lapin::Error| ClientError::Connect {
+            url: redact_url(node),
+            source,
+        };
         for node in nodes {
             match Connection::connect(node, props.clone()).await {
-                Ok(connection) => {
-                    tracing::debug!(node = %redact_url(node), "client connected");
-                    return Self::on_connection(connection, options).await;
-                }
+                Ok(connection) => return Self::on_connection(connection, options).await,
                 Err(source) => {
-                    // A refused login or vhost (403, 530): the next node has the same users.
+                    // A refused login or vhost (403, 530): every node has the same users.
                     let refused = matches!(
                         source.kind(),
                         lapin::ErrorKind::ProtocolError(e) if matches!(e.get_id(), 403 | 530)
                     );
-                    let e = ClientError::Connect {
-                        url: redact_url(node),
-                        source,
-                    };
+                    let e = connect_err(node, source);
                     if refused {
                         return Err(e);
                     }
                     tracing::debug!(error = %e, "broker node unavailable; trying the next");
-                    error = Some(e);
                 }
             }
         }
-        // `nodes` is never empty, so the loop set `error`.
-        Err(error.unwrap_or(ClientError::ConnectionLost))
+        let connection = Connection::connect(last, props)
+            .await
+            .map_err(|source| connect_err(last, source))?;
+        Self::on_connection(connection, options).await
     }
 
     /// Sets up the client's channels and reply queue on a connection opened by the

@@ -78,6 +78,7 @@ fn batch_assembly(c: &mut Criterion) {
         max_wait: Duration::from_millis(5),
         max_delay: Duration::from_secs(3600),
         max_queued: 1024,
+        interactive_burst: 1,
     };
     let now = Instant::now();
     let options = greedy();
@@ -89,6 +90,7 @@ fn batch_assembly(c: &mut Criterion) {
                 tokens: 8 + (i * 37) % 90,
                 options,
                 enqueued: now,
+                lane: translation_worker::translate::Lane::Bulk,
             })
             .collect();
         g.bench_with_input(BenchmarkId::new("queued", depth), &queue, |b, q| {

@@ -32,6 +32,12 @@ Legs (all against the real RabbitMQ and Redis on this machine):
   lone        one job at a time on an idle worker, cache off, vs the engine on
               the same sentence alone (idle latency overhead).
   two1x1      two worker processes of 1 thread each on one queue vs one of 2.
+  lanes       priority lanes: a backlog of --lane-docs bulk documents of
+              --doc-sentences sentences (split: sentences) with interactive
+              one-sentence jobs at 2 per second alongside: their p50/p99 against the
+              idle latency of one + 2 batch durations (the worker's mean
+              inference_seconds during the run), and the backlog's throughput
+              against the same backlog with no interactive load.
 """
 import argparse
 import json
@@ -217,7 +223,12 @@ def main() -> None:
                    help="window sizes of leg (d); 0 or 'none' skips it")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--skip", default="", help="comma-separated legs to skip: "
-                   "wheel,peer,beam4,lone,hits,two1x1,worker1,windows")
+                   "wheel,peer,beam4,lone,hits,two1x1,worker1,windows,lanes")
+    p.add_argument("--lane-docs", type=int, default=0,
+                   help="bulk documents in the lanes leg (0: 200, or 20 when --jobs < 200, "
+                        "as --tiny runs)")
+    p.add_argument("--lane-rate", type=float, default=2.0,
+                   help="interactive jobs per second in the lanes leg")
     p.add_argument("--python", default=sys.executable, help="interpreter with ctranslate2")
     p.add_argument("--json-out", help="write every leg's raw result here")
     p.add_argument("--curve", action="store_true",
@@ -369,10 +380,73 @@ def main() -> None:
             for w in ws:
                 w.stop()
 
+    if "lanes" not in skip:
+        r["lanes"] = lanes(a, sents)
+
     if a.json_out:
         with open(a.json_out, "w", encoding="utf-8") as f:
             json.dump(r, f, indent=2)
     report(a, r, ceiling)
+
+
+def worker_metric(worker, name) -> float:
+    """One unlabelled sample of the worker's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise SystemExit(f"{name} missing from the worker's /metrics")
+
+
+def lanes(a, sents) -> dict:
+    """Priority lanes: a bulk backlog alone, then with interactive jobs alongside."""
+    docs = a.lane_docs or (200 if a.jobs >= 200 else 20)
+    bulk = ("--document-sentences", str(a.doc_sentences), "--unique")
+    out = {"docs": docs, "rate": a.lane_rate}
+
+    log(f"lanes: idle latency of a one-sentence interactive job, then {docs} bulk documents "
+        f"of {a.doc_sentences} sentences as a backlog, alone")
+    ex, q = names()
+    w = Worker(a.bin, a.model, ex, q, threads=2)
+    try:
+        out["idle"] = loadgen(a.bin, ex, sents, 10, 1,
+                              extra=("--lane", "interactive", "--unique"))
+        out["bulk_alone"] = loadgen(a.bin, ex, sents, docs, docs, extra=bulk)
+    finally:
+        w.stop()
+
+    # As many interactive jobs as the backlog alone took seconds at the rate: they
+    # cover the loaded run (which should take about as long).
+    jobs = max(4, int(out["bulk_alone"]["elapsed_s"] * a.lane_rate))
+    log(f"lanes: the same backlog with {jobs} interactive jobs at {a.lane_rate}/s alongside")
+    ex, q = names()
+    w = Worker(a.bin, a.model, ex, q, threads=2)
+    try:
+        cmd = [a.bin, "loadgen", "--amqp-url", AMQP, "--exchange", ex, "--source", "ko",
+               "--target", "en", "--file", sents, "--jobs", str(docs), "--concurrency",
+               str(docs), "--texts-per-job", "1", "--timeout-ms", "600000", "--json",
+               "--verify-copy", *bulk]
+        backlog = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        # Let the backlog be published and queued first.
+        time.sleep(1.0)
+        out["interactive"] = loadgen(a.bin, ex, sents, jobs, 16,
+                                     extra=("--lane", "interactive", "--unique",
+                                            "--rate", str(a.lane_rate)))
+        stdout, _ = backlog.communicate(timeout=3600)
+        if backlog.returncode != 0:
+            raise SystemExit(f"the lanes backlog loadgen failed ({backlog.returncode})")
+        out["bulk_loaded"] = json.loads(stdout.strip().splitlines()[-1])
+        batches = worker_metric(w, "translation_worker_inference_seconds_count")
+        seconds = worker_metric(w, "translation_worker_inference_seconds_sum")
+        out["batch_s"] = seconds / max(1.0, batches)
+        out["batches"] = batches
+    finally:
+        w.stop()
+    out["bound_ms"] = out["idle"]["latency_ms"]["p50"] + 2000.0 * out["batch_s"]
+    log(f"lanes: interactive p50 {out['interactive']['latency_ms']['p50']:.0f} ms, p99 "
+        f"{out['interactive']['latency_ms']['p99']:.0f} ms; idle p50 "
+        f"{out['idle']['latency_ms']['p50']:.0f} ms; mean batch {1000 * out['batch_s']:.0f} ms")
+    return out
 
 
 def curve(a) -> None:
@@ -464,6 +538,16 @@ def report(a, r, ceiling) -> None:
     if "two1x1" in r:
         figures.append(("multi-worker scaling (2 processes x 1 thread / 1 x 2 threads)",
                         r["two1x1"]["segments_per_sec"] / closed, ""))
+    if "lanes" in r:
+        x = r["lanes"]
+        lat = x["interactive"]["latency_ms"]
+        figures += [
+            ("lanes: interactive p99 / (idle p50 + 2 batch durations)",
+             lat["p99"] / x["bound_ms"], "<= 1.0"),
+            ("  interactive p50 / (idle p50 + 2 batch durations)", lat["p50"] / x["bound_ms"], ""),
+            ("lanes: bulk throughput with interactive load / without",
+             x["bulk_loaded"]["segments_per_sec"] / x["bulk_alone"]["segments_per_sec"], ">= 0.95"),
+        ]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
     print(f"CPU: {cpu}; model: {a.model}; sentences: {a.jobs} of {a.sentences}; "
@@ -485,10 +569,19 @@ def report(a, r, ceiling) -> None:
     print("(scale only: " + ", ".join(scale) + ")")
     lat = [f"{k} p50 {r[k]['latency_ms']['p50']:.0f} / p99 {r[k]['latency_ms']['p99']:.0f} ms"
            for k in ("closed", "baseline") if k in r]
+    if "lanes" in r:
+        x = r["lanes"]
+        lat.append(f"lanes: {x['docs']} bulk documents, interactive at {x['rate']}/s: "
+                   f"p50 {x['interactive']['latency_ms']['p50']:.0f} / p99 "
+                   f"{x['interactive']['latency_ms']['p99']:.0f} ms, idle p50 "
+                   f"{x['idle']['latency_ms']['p50']:.0f} ms, mean batch "
+                   f"{1000 * x['batch_s']:.0f} ms; bulk {x['bulk_alone']['segments_per_sec']:.1f} "
+                   f"seg/s alone, {x['bulk_loaded']['segments_per_sec']:.1f} loaded")
     print("(latency: " + "; ".join(lat) + ")")
     for name, value, target in figures:
         print(f"{name:<64} {value:8.3f}  {('target ' + target) if target.startswith(('<', '>')) else target}")
     legs = [v for v in r.values() if isinstance(v, dict) and "lost" in v]
+    legs += [v for v in r.get("lanes", {}).values() if isinstance(v, dict) and "lost" in v]
     legs += [x for k, v in r.items() if k.endswith("_runs") for x in v]
     lost = sum(v.get("lost", 0) for v in legs)
     bad = sum(v.get("mismatches", 0) for v in legs)

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Fault drills of issue 3 (tests/drills.rs): worker SIGKILL, broker restart, Redis
-# outage and hang, engine failure, dead/full/slow reply queues. Each drill pushes
-# >= 2,000 jobs through the real broker with the copy test model and prints one
-# `DRILL {json}` line; this script runs them and tabulates those lines.
+# outage and hang, engine failure, dead/full/slow reply queues; and the cluster drills
+# of issue 17 (tests/cluster.rs): a private 3-node RabbitMQ cluster whose nodes are
+# SIGKILLed under the worker and the gateway. Each drill pushes >= 2,000 jobs (or a
+# stream of HTTP requests) through the real broker with the copy test model and
+# prints one `DRILL {json}` line; this script runs them and tabulates those lines.
 #
 #   scripts/drills.sh                 # debug test build (what CI runs)
 #   scripts/drills.sh --release       # optimised build
 #   scripts/drills.sh [--release] NAME --test-threads=1   # extra args go to the test binary
 #
 # Uses the local RabbitMQ/Redis (started if absent, never restarted) plus private
-# RabbitMQ/Redis instances on free ports for the drills that stop them.
+# RabbitMQ/Redis instances (and clusters) on free ports for the drills that stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prepare.sh
@@ -21,7 +23,8 @@ fi
 log="${TMPDIR:-/tmp}/translation-worker-drills-$(date +%Y%m%d-%H%M%S).log"
 # Worker processes log JSON lines to stderr: keep them in the log, off the terminal.
 set +e
-cargo test --locked "${profile[@]}" "${features[@]}" --test drills -- --nocapture "$@" 2>&1 \
+cargo test --locked "${profile[@]}" "${features[@]}" --test drills --test cluster \
+  -- --nocapture "$@" 2>&1 \
   | tee "$log" | grep -v '^{"timestamp'
 status=${PIPESTATUS[0]}
 set -e

@@ -6,4 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prepare.sh
+# The third-party LibreTranslate clients tests/libretranslate_clients.rs runs (PyPI and
+# npm, pinned; cached, so a no-op when warm). Fails the run when they cannot be had.
+bash scripts/lt-clients.sh
 cargo test --locked --workspace "${features[@]}" "$@"

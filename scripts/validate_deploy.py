@@ -501,8 +501,10 @@ def check_scaledobject(where: str, o: dict, rendered: list[dict]) -> None:
             if extra := set(meta) - RABBIT_META:
                 fail(where, f"{tw}: unexpected rabbitmq metadata {sorted(extra)} (credentials belong "
                             "in the TriggerAuthentication)")
-            if meta.get("queueName") != queue:
-                fail(where, f"{tw}: queueName {meta.get('queueName')!r} is not the worker's queue {queue!r}")
+            # The job queue is the bulk lane; `<queue>.interactive` its interactive lane.
+            if meta.get("queueName") not in (queue, queue + ".interactive"):
+                fail(where, f"{tw}: queueName {meta.get('queueName')!r} is not a lane of the worker's "
+                            f"queue {queue!r} (or {queue + '.interactive'!r})")
             if meta.get("mode") not in ("QueueLength", "MessageRate"):
                 fail(where, f"{tw}: mode must be QueueLength or MessageRate")
             protocol = meta.get("protocol", "auto")
@@ -527,6 +529,14 @@ def check_scaledobject(where: str, o: dict, rendered: list[dict]) -> None:
                         fail(where, f"{tw}: container {c['name']} has no {t['type']} request")
         else:
             fail(where, f"{tw}: trigger type {t.get('type')!r} is not checked by this script")
+    # KEDA must count every lane the workers consume (amqp.interactive_lane).
+    counted = {t.get("metadata", {}).get("queueName") for t in triggers if t.get("type") == "rabbitmq"}
+    if counted:
+        lanes = {queue}
+        if CONFIG["amqp"].get("interactive_lane", True):
+            lanes.add(queue + ".interactive")
+        if missing := sorted(lanes - counted):
+            fail(where, f"{name}: no rabbitmq trigger counts the lane queue(s) {missing}")
 
 
 def check_triggerauth(where: str, o: dict) -> None:

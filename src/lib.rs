@@ -16,8 +16,8 @@
 //!   idempotent topology, and the Rust client on a worker's `amqp` settings.
 //! - [`worker`]: ties them together per delivery: parse → cache → batcher → reply
 //!   with confirm → cache store → ack; reconnects; graceful drain.
-//! - [`gateway`]: HTTP (`/translate`, LibreTranslate-compatible) in front of the queue
-//!   through the client.
+//! - [`gateway`]: HTTP (`/translate`, LibreTranslate-compatible, with `/detect` and
+//!   `source: "auto"` by lingua) in front of the queue through the client.
 //! - [`telemetry`]: logging, Prometheus metrics, readiness, and the `/healthz`,
 //!   `/readyz`, `/metrics` listener.
 //! - [`tools`]: `bench-engine`, `loadgen` and `echo`.

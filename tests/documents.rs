@@ -218,3 +218,141 @@ async fn split_is_validated() {
     w.stop().await;
     cleanup(&config).await;
 }
+
+/// Cache misses and segments the engine translated while `body` was answered (the
+/// worker handles nothing else meanwhile), with the reply.
+async fn counted(w: &RunningWorker, bus: &Bus, body: Value) -> (Value, u64, u64) {
+    let misses = w.metrics.segments_cache_miss.get();
+    let engine = w.metrics.batch_size.sum();
+    let r = bus
+        .rpc(&w.config.amqp.queue, body.to_string().as_bytes())
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let translated = w.metrics.batch_size.sum() - engine;
+    (
+        r,
+        w.metrics.segments_cache_miss.get() - misses,
+        translated as u64,
+    )
+}
+
+/// A 50-paragraph report: English paragraphs of three sentences, Korean ones of two.
+fn report(edited: Option<(usize, &str)>) -> String {
+    (0..50)
+        .map(|i| match edited {
+            Some((j, text)) if i == j => text.to_owned(),
+            _ if i % 2 == 0 => format!(
+                "Paragraph {i} opens the section on topic {i}. It explains why item {i} \
+                 matters to the team.\nDr. Kim reviews figure {i}.5 on Friday."
+            ),
+            _ => format!("회의 {i}번은 오전 10시에 시작합니다. 자료 {i}번을 준비해 주세요!"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_one_paragraph_retranslates_only_its_changed_sentences() {
+    let config = test_config();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+
+    let doc = report(None);
+    let (r, misses, translated) = counted(
+        &w,
+        &bus,
+        json!({ "text": doc, "split": "sentences", "id": "v1" }),
+    )
+    .await;
+    assert_eq!(translations(&r), [doc.as_str()]);
+    let (n, hits) = segments(&r)[0];
+    assert_eq!((n, hits), (25 * 3 + 25 * 2, 0), "{r}");
+    assert_eq!((misses, translated), (n, n), "every sentence is new");
+    wait_for_stores(&w.metrics, n).await;
+
+    // Paragraph 16: two of its three sentences rewritten, one kept.
+    let edited = report(Some((
+        16,
+        "Paragraph 16 now opens a different section. It explains why item 16 \
+         matters to the team.\nDr. Kim reviews the new figure on Monday.",
+    )));
+    let (r, misses, translated) = counted(
+        &w,
+        &bus,
+        json!({ "text": edited, "split": "sentences", "id": "v2" }),
+    )
+    .await;
+    assert_eq!(translations(&r), [edited.as_str()]);
+    assert_eq!(segments(&r)[0], (n, n - 2), "{r}");
+    assert_eq!(misses, 2, "only the two changed sentences missed the cache");
+    assert_eq!(
+        translated, 2,
+        "only the two changed sentences reached the engine"
+    );
+    w.stop().await;
+    cleanup(&config).await;
+}
+
+/// A 50-paragraph HTML page with inline markup in its sentences.
+fn page(edited: Option<(usize, &str)>) -> String {
+    let body: String = (0..50)
+        .map(|i| match edited {
+            Some((j, p)) if i == j => format!("  {p}\n"),
+            _ if i % 2 == 0 => format!(
+                "  <p id=\"p{i}\">Paragraph {i} opens <b>the section</b> on topic {i}. It \
+                 explains why <a href=\"/item/{i}?x=1&amp;y=2\">item {i}</a> matters.</p>\n"
+            ),
+            _ => format!(
+                "  <p>회의 {i}번은 <em>오전 10시</em>에 시작합니다. 자료 {i}번을 준비해 주세요!</p>\n"
+            ),
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>Report</title></head>\n<body>\n{body}</body></html>\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_one_html_paragraph_retranslates_only_its_changed_sentence() {
+    let config = test_config();
+    let w = start_worker(config.clone()).await;
+    let bus = Bus::connect().await;
+
+    let html = page(None);
+    let (r, misses, translated) =
+        counted(&w, &bus, json!({ "text": html, "format": "html" })).await;
+    assert_eq!(translations(&r), [html.as_str()]);
+    let (n, hits) = segments(&r)[0];
+    assert_eq!(
+        (n, hits),
+        (1 + 50 * 2, 0),
+        "title and two sentences a paragraph: {r}"
+    );
+    assert_eq!((misses, translated), (n, n));
+    wait_for_stores(&w.metrics, n).await;
+
+    // Paragraph 10: its first sentence rewritten (with new markup), its second kept.
+    // Paragraph 20: only its markup changed (another link, a word made italic),
+    // which changes no sentence's text.
+    let edited = page(Some((
+        10,
+        "<p id=\"p10\">Paragraph 10 now covers <i>another</i> topic. It explains why \
+         <a href=\"/item/10?x=1&amp;y=2\">item 10</a> matters.</p>",
+    )))
+    .replace(
+        "<a href=\"/item/20?x=1&amp;y=2\">item 20</a>",
+        "<a href=\"/v2/item/20\" class=\"new\">item <i>20</i></a>",
+    );
+    assert_ne!(edited, html);
+    let (r, misses, translated) =
+        counted(&w, &bus, json!({ "text": edited, "format": "html" })).await;
+    assert_eq!(translations(&r), [edited.as_str()]);
+    assert_eq!(segments(&r)[0], (n, n - 1), "{r}");
+    assert_eq!(misses, 1, "only the changed sentence missed the cache");
+    assert_eq!(
+        translated, 1,
+        "only the changed sentence reached the engine"
+    );
+    w.stop().await;
+    cleanup(&config).await;
+}

@@ -256,10 +256,16 @@ async fn translates_through_the_worker_in_both_dialects() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(error_code(&v), "unsupported_language_pair");
     for (body, needle) in [
-        (json!({"q": "x", "source": "auto", "target": "en"}), "auto"),
+        // auto works (see detect_and_auto_source_answer_as_libretranslate), but only
+        // into a served language.
         (
-            json!({"q": "x", "source": "ko", "target": "en", "format": "html"}),
-            "html",
+            json!({"q": "x", "source": "auto", "target": "ja"}),
+            "ja is not supported",
+        ),
+        // html works (tests/html.rs); other formats do not.
+        (
+            json!({"q": "x", "source": "ko", "target": "en", "format": "markdown"}),
+            "markdown",
         ),
         (json!({"source": "ko", "target": "en"}), "q"),
         (json!({"q": "x", "target": "en"}), "source"),
@@ -644,4 +650,204 @@ async fn a_refused_first_login_stops_the_gateway() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// `POST /detect` and `source: "auto"` as LibreTranslate answers them, through a worker
+/// serving ko-en, ja-en and en-ko (copy model: a translation equals its input).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_and_auto_source_answer_as_libretranslate() {
+    let mut config = test_config();
+    config.model.pairs = vec!["ko-en".into(), "ja-en".into(), "en-ko".into()];
+    let worker = start_worker(config.clone()).await;
+    let gw = RunningGateway::start(config.clone()).await;
+    let http = http_client();
+    gw.wait_healthy(&http).await;
+    // Digits only: letters of a hex id would be text to detect.
+    let id = uuid::Uuid::new_v4().as_u128() % 1_000_000_000;
+    let ko = format!("회의는 오전 10시에 본사 회의실에서 시작합니다. {id}");
+    let ja = format!("会議は午前十時に本社の会議室で始まります。{id}");
+    let en = format!("The meeting starts at ten in the main office. {id}");
+    let detect = |body: Value| {
+        let (http, url) = (http.clone(), gw.url("/detect"));
+        async move { answer(http.post(url).json(&body).send().await.unwrap()).await }
+    };
+
+    // One text: every served language that is a candidate, most likely first, 0–100.
+    let (status, _, v) = detect(json!({"q": ko, "api_key": ""})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v[0], json!({"confidence": 100.0, "language": "ko"}), "{v}");
+    let (status, _, v) = detect(json!({"q": en})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let list = v.as_array().unwrap();
+    assert_eq!(list[0]["language"], "en", "{v}");
+    assert!(list[0]["confidence"].as_f64().unwrap() > 50.0, "{v}");
+    for pair in list.windows(2) {
+        assert!(
+            pair[0]["confidence"].as_f64() >= pair[1]["confidence"].as_f64(),
+            "{v}"
+        );
+    }
+    for d in list {
+        assert!(
+            ["ko", "ja", "en"].contains(&d["language"].as_str().unwrap()),
+            "{v}"
+        );
+    }
+    // A form body, as most clients send.
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("q", &ja)
+        .finish();
+    let (status, _, v) = answer(
+        http.post(gw.url("/detect"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v[0]["language"], "ja", "{v}");
+    // A list is detected as a whole, weighted by length.
+    let (status, _, v) = detect(json!({"q": [en, "안녕"]})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v[0]["language"], "en", "{v}");
+    // Nothing to tell by: `en` at confidence 0, as LibreTranslate answers.
+    let (status, _, v) = detect(json!({"q": "12345"})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v, json!([{"confidence": 0.0, "language": "en"}]));
+    // LibreTranslate's errors: a missing or empty q is a 400, GET is a 405.
+    for body in [json!({}), json!({"q": ""}), json!({"q": []})] {
+        let (status, _, v) = detect(body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"], "Invalid request: missing q parameter", "{body}");
+    }
+    let (status, _, v) = answer(http.post(gw.url("/detect")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, _, v) = answer(http.get(gw.url("/detect")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+
+    // auto, one text: translatedText and one detectedLanguage object.
+    let jobs = worker.metrics.jobs_ok.get();
+    let (status, _, v) = post_json(
+        &http,
+        &gw,
+        json!({"q": ja, "source": "auto", "target": "en"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!({"translatedText": ja, "detectedLanguage": {"confidence": 100.0, "language": "ja"}})
+    );
+    // auto, a list of mixed languages: grouped by detected source (one job for ko,
+    // one for ja; the English text is already in the target language and the digits
+    // go with the first source served to the target), answered in order.
+    let texts = json!([ko, ja, en, "12345", format!("{ko} 2")]);
+    let (status, _, v) = post_json(
+        &http,
+        &gw,
+        json!({"q": texts, "source": "auto", "target": "en"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["translatedText"], texts, "{v}");
+    let detected: Vec<(&str, f64)> = v["detectedLanguage"]
+        .as_array()
+        .expect("one per text")
+        .iter()
+        .map(|d| {
+            (
+                d["language"].as_str().unwrap(),
+                d["confidence"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        detected.iter().map(|d| d.0).collect::<Vec<_>>(),
+        ["ko", "ja", "en", "ko", "ko"],
+        "{v}"
+    );
+    assert_eq!(detected[3].1, 0.0, "{v}");
+    assert!(detected[0].1 > 90.0 && detected[2].1 > 50.0, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while worker.metrics.jobs_ok.get() < jobs + 3 {
+        assert!(Instant::now() < deadline, "jobs never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(worker.metrics.jobs_ok.get(), jobs + 3, "1 + 2 jobs");
+
+    // GET in this gateway's own dialect: detectedLanguage per text too.
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("q", &ko)
+        .append_pair("q", &en)
+        .append_pair("source", "auto")
+        .append_pair("target", "ko")
+        .finish();
+    let (status, _, v) = answer(
+        http.get(format!("{}?{query}", gw.url("/translate")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["translations"], json!([ko, en]), "{v}");
+    assert_eq!(v["detectedLanguage"][0]["language"], "ko", "{v}");
+    assert_eq!(v["detectedLanguage"][1]["language"], "en", "{v}");
+    // A form POST with auto.
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("q", &ko)
+        .append_pair("source", "auto")
+        .append_pair("target", "en")
+        .finish();
+    let (status, _, v) = answer(
+        http.post(gw.url("/translate"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["detectedLanguage"]["language"], "ko", "{v}");
+
+    // LibreTranslate's errors with auto, nothing published.
+    let jobs = worker.metrics.jobs_ok.get();
+    for (body, message) in [
+        (
+            json!({"q": [en, ja], "source": "auto", "target": "ko"}),
+            "Korean (ko) is not available as a target language from Japanese (ja)",
+        ),
+        (
+            json!({"q": ko, "source": "auto", "target": "fr"}),
+            "fr is not supported",
+        ),
+        (
+            json!({"q": ko, "source": "auto"}),
+            "Invalid request: missing target parameter",
+        ),
+        (
+            json!({"q": [], "source": "auto", "target": "en"}),
+            "Invalid request: missing q parameter",
+        ),
+    ] {
+        let (status, _, v) = post_json(&http, &gw, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"], message, "{body}: {v}");
+    }
+    assert_eq!(worker.metrics.jobs_ok.get(), jobs);
+    let text = gw.metrics_text(&http).await;
+    assert_eq!(
+        metric_sample(
+            &text,
+            r#"translation_gateway_requests_total{method="POST",route="/detect",status="200"}"#
+        ),
+        Some(5.0),
+        "{text}"
+    );
+    gw.stop().await;
+    worker.stop().await;
+    cleanup(&config).await;
 }

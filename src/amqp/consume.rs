@@ -7,11 +7,15 @@ use std::future::Future;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 use translation_client::wire::Reply;
 
-use super::session::{BrokerError, Session};
+use super::session::{amqp, BrokerError, Session};
 use crate::config::AmqpConfig;
 
 /// Consumes `queues` until `shutdown` (`Ok`) or until the connection fails (`Err`),
@@ -28,13 +32,65 @@ pub async fn consume_until(
     shutdown: &CancellationToken,
     started: impl FnOnce(),
     stopping: impl FnOnce(),
+    on_delivery: impl FnMut(usize, Delivery),
+) -> Result<(), BrokerError> {
+    let on: Vec<ConsumeOn<'_>> = queues
+        .iter()
+        .map(|queue| ConsumeOn {
+            queue,
+            channel: &session.consume,
+        })
+        .collect();
+    consume_on_until(&on, shutdown, started, stopping, on_delivery).await
+}
+
+/// A queue to consume, and the channel (so the prefetch window) it is consumed on.
+pub struct ConsumeOn<'a> {
+    /// Queue name.
+    pub queue: &'a str,
+    /// Channel of the consumer and its acks; it must stay open until every delivery
+    /// handed out is settled (the caller keeps it through the drain).
+    pub channel: &'a Channel,
+}
+
+/// A consuming channel of its own on `session`'s connection, with a prefetch window of
+/// `prefetch` deliveries per consumer: the worker's interactive lanes, so that bulk
+/// deliveries can never fill the window interactive jobs need.
+pub async fn prefetch_channel(session: &Session, prefetch: u16) -> Result<Channel, BrokerError> {
+    let channel = session
+        .connection
+        .create_channel()
+        .await
+        .map_err(amqp("channel.open (lane)"))?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(amqp("basic.qos (lane)"))?;
+    Ok(channel)
+}
+
+/// Like [`consume_until`], each queue on the channel given with it.
+pub async fn consume_on_until(
+    queues: &[ConsumeOn<'_>],
+    shutdown: &CancellationToken,
+    started: impl FnOnce(),
+    stopping: impl FnOnce(),
     mut on_delivery: impl FnMut(usize, Delivery),
 ) -> Result<(), BrokerError> {
     let mut tags = Vec::with_capacity(queues.len());
     let mut streams = Vec::with_capacity(queues.len());
-    for (i, queue) in queues.iter().enumerate() {
-        let consumer = session.consume(queue, "").await?;
-        tags.push(consumer.tag());
+    for (i, on) in queues.iter().enumerate() {
+        let consumer = on
+            .channel
+            .basic_consume(
+                on.queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("basic.consume"))?;
+        tags.push((on.channel, consumer.tag()));
         streams.push(consumer.map(move |d| (i, d)).boxed());
     }
     let mut deliveries = futures_util::stream::select_all(streams);
@@ -44,9 +100,8 @@ pub async fn consume_until(
             biased;
             _ = shutdown.cancelled() => {
                 stopping();
-                for tag in &tags {
-                    let _ = session
-                        .consume
+                for (channel, tag) in &tags {
+                    let _ = channel
                         .basic_cancel(tag.clone(), BasicCancelOptions::default())
                         .await;
                 }

@@ -10,7 +10,9 @@ mod session;
 mod topology;
 
 pub use client::{connect_client, ClientSetupError};
-pub use consume::{answer, consume_until, DeadLetter};
+pub use consume::{
+    answer, consume_on_until, consume_until, prefetch_channel, ConsumeOn, DeadLetter,
+};
 pub use session::{
     connect, tls_config, BrokerError, Session, DEAD_CODE_HEADER, DEAD_REASON_HEADER,
 };

@@ -54,17 +54,19 @@ pub enum BrokerError {
     /// runtime is shutting down).
     #[error("reading the amqp TLS files failed: {0}")]
     TlsRead(String),
-    /// The job queue exists with other arguments than this configuration declares
-    /// (another `amqp.queue_type`, delivery limit or dead-letter exchange). RabbitMQ
+    /// A job queue or the dead-letter queue exists with other arguments than this
+    /// configuration declares (another `amqp.queue_type`, delivery limit or
+    /// dead-letter exchange). RabbitMQ
     /// never changes an existing queue's arguments.
     #[error(
         "queue.declare of {queue} failed: {source}. The queue exists with other arguments \
          than this worker declares ({queue_type} queue, {arguments}); RabbitMQ cannot change \
-         them on an existing queue (in particular not its type): configure a new amqp.queue \
-         name, or delete the old queue once it is drained"
+         them on an existing queue (in particular not its type): configure a new name \
+         (amqp.queue, or amqp.dead_letter for the dead-letter queue), or delete the old \
+         queue once it is drained"
     )]
     QueueMismatch {
-        /// The job queue.
+        /// The queue.
         queue: String,
         /// The configured type.
         queue_type: QueueType,

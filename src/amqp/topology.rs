@@ -1,6 +1,7 @@
 //! The broker topology, declared idempotently by every worker at connect: the jobs
-//! exchange, one queue per model bound by language pair, the dead-letter exchange and
-//! queue.
+//! exchange, one queue per model bound by language pair (and, for the interactive
+//! lane, `<queue>.interactive` bound by `<pair>.interactive`: see
+//! [`QueueBinding::in_lane`]), the dead-letter exchange and queue.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -8,6 +9,7 @@ use lapin::{Channel, ExchangeKind};
 
 use super::session::{amqp, BrokerError};
 use crate::config::{AmqpConfig, QueueType};
+use translation_client::Lane;
 
 /// Declares exchanges, queues and bindings. Safe to repeat: declarations with the same
 /// arguments are no-ops. A queue that exists with other arguments (e.g. declared by
@@ -38,6 +40,22 @@ pub struct QueueBinding {
     pub routing_keys: Vec<String>,
 }
 
+impl QueueBinding {
+    /// The same binding in `lane`: the lane's queue, bound by the lane's routing keys.
+    /// The interactive lane cannot share the bulk keys: a direct exchange delivers a
+    /// message to every queue bound by its key, so each job would be queued twice.
+    pub fn in_lane(&self, lane: Lane) -> QueueBinding {
+        QueueBinding {
+            queue: lane.queue(&self.queue),
+            routing_keys: self
+                .routing_keys
+                .iter()
+                .map(|k| lane.routing_key(k))
+                .collect(),
+        }
+    }
+}
+
 /// Like [`declare_topology`] for several job queues, each with its own keys.
 pub async fn declare_queues(
     ch: &Channel,
@@ -64,13 +82,28 @@ pub async fn declare_queues(
     )
     .await
     .map_err(amqp("exchange.declare (dead letters)"))?;
+    let dead_args = dead_letter_queue_arguments(cfg);
     ch.queue_declare(
         cfg.dead_letter.as_str().into(),
         QueueDeclareOptions::durable(),
-        FieldTable::default(),
+        dead_args.clone(),
     )
     .await
-    .map_err(amqp("queue.declare (dead letters)"))?;
+    .map_err(|source| {
+        if is_precondition_failed(&source) {
+            BrokerError::QueueMismatch {
+                queue: cfg.dead_letter.clone(),
+                queue_type: cfg.queue_type,
+                arguments: describe_arguments(&dead_args),
+                source,
+            }
+        } else {
+            BrokerError::Amqp {
+                op: "queue.declare (dead letters)",
+                source,
+            }
+        }
+    })?;
     ch.queue_bind(
         cfg.dead_letter.as_str().into(),
         cfg.dead_letter.as_str().into(),
@@ -144,6 +177,25 @@ pub fn job_queue_arguments(cfg: &AmqpConfig) -> FieldTable {
     args
 }
 
+/// Arguments of the dead-letter queue: of the job queues' type. A classic queue lives
+/// on one node; on a cluster, while that node is down, RabbitMQ refuses its
+/// `queue.declare`, which would keep every worker from opening its session on the
+/// surviving nodes (found by the cluster drill, tests/cluster.rs). A quorum
+/// dead-letter queue lives on every node like the job queues.
+pub fn dead_letter_queue_arguments(cfg: &AmqpConfig) -> FieldTable {
+    let mut args = FieldTable::default();
+    match cfg.queue_type {
+        QueueType::Classic => {}
+        QueueType::Quorum => {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+    }
+    args
+}
+
 /// Whether the broker refused a declaration as PRECONDITION_FAILED (406): the entity
 /// exists with other properties or arguments.
 pub fn is_precondition_failed(err: &lapin::Error) -> bool {
@@ -188,6 +240,37 @@ mod tests {
         );
         assert_eq!(arg(&args, "x-queue-type"), None);
         assert_eq!(arg(&args, "x-delivery-limit"), None);
+    }
+
+    #[test]
+    fn the_interactive_lane_has_its_own_queue_and_keys() {
+        let bulk = QueueBinding {
+            queue: "translation.jobs".into(),
+            routing_keys: vec!["ko-en".into(), "en-ko".into()],
+        };
+        assert_eq!(bulk.in_lane(Lane::Bulk), bulk);
+        assert_eq!(
+            bulk.in_lane(Lane::Interactive),
+            QueueBinding {
+                queue: "translation.jobs.interactive".into(),
+                routing_keys: vec!["ko-en.interactive".into(), "en-ko.interactive".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn dead_letter_queue_is_of_the_job_queues_type() {
+        let classic = dead_letter_queue_arguments(&AmqpConfig::default());
+        assert!(classic.inner().is_empty());
+        let quorum = dead_letter_queue_arguments(&AmqpConfig {
+            queue_type: QueueType::Quorum,
+            ..AmqpConfig::default()
+        });
+        assert_eq!(quorum.inner().len(), 1);
+        assert_eq!(
+            arg(&quorum, "x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
     }
 
     #[test]

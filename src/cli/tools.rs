@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use translation_client::{DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
+use translation_client::{Lane, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE};
 use translation_worker::tools::bench::EngineBenchOptions;
 use translation_worker::tools::echo::EchoOptions;
 use translation_worker::tools::loadgen::LoadgenOptions;
@@ -90,6 +90,14 @@ pub struct LoadgenArgs {
     /// Beam size sent with every job (default: the worker's).
     #[arg(long)]
     pub beam_size: Option<u32>,
+    /// Lane of every job: `bulk` (the job queue) or `interactive` (its interactive
+    /// lane, batched first by the workers).
+    #[arg(long, default_value_t = LoadgenOptions::default().lane)]
+    pub lane: Lane,
+    /// Send this many jobs per second on schedule (open loop, up to --concurrency in
+    /// flight) instead of a new job as soon as one is answered.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 impl LoadgenArgs {
@@ -111,6 +119,8 @@ impl LoadgenArgs {
             timeout_ms: a.timeout_ms,
             document_sentences: a.document_sentences,
             beam_size: a.beam_size,
+            lane: a.lane,
+            rate: a.rate,
         }
     }
 }
@@ -294,12 +304,17 @@ mod tests {
             "--beam-size",
             "2",
             "--json",
+            "--lane",
+            "interactive",
+            "--rate",
+            "2.5",
         ])
         .options();
         assert_eq!(
             (o.connect.exchange.as_str(), o.jobs, o.pool, o.beam_size),
             ("x", 7, Some(3), Some(2))
         );
+        assert_eq!((o.lane, o.rate), (Lane::Interactive, Some(2.5)));
         let e = EchoOptions::from(parse::<EchoArgs>(&[
             "--queue", "q", "--pair", "en-ko", "--pair", "ja-en",
         ]));

@@ -26,7 +26,8 @@ pub struct AmqpConfig {
     pub tls_cert_file: PathBuf,
     /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1, unencrypted).
     pub tls_key_file: PathBuf,
-    /// Durable job queue the worker consumes.
+    /// Durable job queue the worker consumes: the **bulk** lane. Its interactive lane
+    /// is `<queue>.interactive` (see `interactive_lane`).
     pub queue: String,
     /// Durable direct exchange jobs may be published to, routed by `<source>-<target>`.
     pub exchange: String,
@@ -37,6 +38,16 @@ pub struct AmqpConfig {
     /// is the batcher's window under a backlog: the texts it sorts by length to cut
     /// batches of similar lengths. At least 2 × `batch.max_batch_size` × replicas.
     pub prefetch: u16,
+    /// Declare, bind and consume the **interactive** lane of every job queue:
+    /// `<queue>.interactive`, bound by `<source>-<target>.interactive`, consumed on a
+    /// channel of its own with `interactive_prefetch`, its texts batched before bulk
+    /// ones. Off: only the bulk queue (the Rust client and the gateway then fall back
+    /// to it, as the broker returns their interactive jobs unroutable).
+    pub interactive_lane: bool,
+    /// Unacknowledged deliveries of each interactive lane queue at once, a window of
+    /// its own that bulk deliveries can never fill. Interactive jobs are short: enough
+    /// for the interactive requests one worker has in flight at peak.
+    pub interactive_prefetch: u16,
     /// First reconnect delay after the broker connection is lost, in milliseconds.
     pub reconnect_initial_ms: u64,
     /// Upper bound of the exponential reconnect delay, in milliseconds.
@@ -83,6 +94,8 @@ impl Default for AmqpConfig {
             exchange: translation_client::DEFAULT_EXCHANGE.into(),
             dead_letter: "translation.dead".into(),
             prefetch: 512,
+            interactive_lane: true,
+            interactive_prefetch: 64,
             reconnect_initial_ms: 200,
             reconnect_max_ms: 10_000,
             queue_type: QueueType::Classic,
@@ -145,6 +158,11 @@ impl AmqpConfig {
         )?;
         check(self.prefetch >= 1, "amqp.prefetch", "must be at least 1")?;
         check(
+            self.interactive_prefetch >= 1,
+            "amqp.interactive_prefetch",
+            "must be at least 1",
+        )?;
+        check(
             self.queue_type == QueueType::Classic || self.delivery_limit >= 1,
             "amqp.delivery_limit",
             "must be at least 1 for a quorum queue",
@@ -171,6 +189,8 @@ impl std::fmt::Debug for AmqpConfig {
             exchange,
             dead_letter,
             prefetch,
+            interactive_lane,
+            interactive_prefetch,
             reconnect_initial_ms,
             reconnect_max_ms,
             queue_type,
@@ -186,6 +206,8 @@ impl std::fmt::Debug for AmqpConfig {
             .field("exchange", exchange)
             .field("dead_letter", dead_letter)
             .field("prefetch", prefetch)
+            .field("interactive_lane", interactive_lane)
+            .field("interactive_prefetch", interactive_prefetch)
             .field("reconnect_initial_ms", reconnect_initial_ms)
             .field("reconnect_max_ms", reconnect_max_ms)
             .field("queue_type", queue_type)

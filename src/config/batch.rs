@@ -25,8 +25,12 @@ pub struct BatchConfig {
     /// text.
     pub max_delay_ms: u64,
     /// Most distinct texts the batcher holds and sorts by length to choose batches
-    /// from (its window); jobs wait to enter beyond it.
+    /// from (its window), per lane; jobs wait to enter beyond it.
     pub max_queued: usize,
+    /// Most batches in a row led by interactive texts while bulk texts wait: the next
+    /// one is then cut from the bulk texts, so bulk work keeps at least one batch in
+    /// `interactive_burst + 1` under any interactive load (its starvation bound).
+    pub interactive_burst: usize,
 }
 
 impl Default for BatchConfig {
@@ -38,6 +42,7 @@ impl Default for BatchConfig {
             max_wait_ms: 5,
             max_delay_ms: 2000,
             max_queued: 1024,
+            interactive_burst: 4,
         }
     }
 }
@@ -59,6 +64,11 @@ impl BatchConfig {
             (1..=self.max_batch_size).contains(&self.min_batch_size),
             "batch.min_batch_size",
             "must be between 1 and batch.max_batch_size",
+        )?;
+        check(
+            self.interactive_burst >= 1,
+            "batch.interactive_burst",
+            "must be at least 1",
         )?;
         check(
             self.max_queued >= self.max_batch_size,

@@ -44,6 +44,10 @@ pub struct GatewayConfig {
     pub max_texts: usize,
     /// Seconds put in `Retry-After` of a 503 (overload or broker down).
     pub retry_after_secs: u64,
+    /// Lane the gateway's jobs are published to: `interactive` (a person waits on
+    /// each request; workers batch them before bulk work) or `bulk`. Workers without
+    /// the interactive lane get them on the bulk lane (the client falls back).
+    pub lane: translation_client::Lane,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +59,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 1024 * 1024,
             max_texts: 0,
             retry_after_secs: 1,
+            lane: translation_client::Lane::Interactive,
         }
     }
 }

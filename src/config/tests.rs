@@ -496,3 +496,41 @@ fn models_entries_are_validated_with_their_index_and_id() {
     let ignored = "[model]\nbeam_size = 40\n[[models]]\npath = \"tests/fixtures/copy-model\"\n";
     Config::from_sources(ignored, None, env(&[])).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn lanes_default_on_and_are_configurable() {
+    let c = Config::from_sources("", None, env(&[])).unwrap();
+    assert!(c.amqp.interactive_lane);
+    assert_eq!(c.amqp.interactive_prefetch, 64);
+    assert_eq!(c.gateway.lane, translation_client::Lane::Interactive);
+    assert_eq!(c.batch.interactive_burst, 4);
+    let c = Config::from_sources(
+        "[amqp]\ninteractive_lane = false\n[gateway]\nlane = \"bulk\"\n",
+        None,
+        env(&[
+            ("TW_AMQP__INTERACTIVE_PREFETCH", "8"),
+            ("TW_BATCH__INTERACTIVE_BURST", "2"),
+        ]),
+    )
+    .unwrap();
+    assert!(!c.amqp.interactive_lane);
+    assert_eq!(c.amqp.interactive_prefetch, 8);
+    assert_eq!(c.gateway.lane, translation_client::Lane::Bulk);
+    assert_eq!(c.batch.interactive_burst, 2);
+    for (toml, key) in [
+        (
+            "[amqp]\ninteractive_prefetch = 0\n",
+            "amqp.interactive_prefetch",
+        ),
+        (
+            "[batch]\ninteractive_burst = 0\n",
+            "batch.interactive_burst",
+        ),
+        ("[gateway]\nlane = \"urgent\"\n", "lane"),
+    ] {
+        let e = Config::from_sources(toml, None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+}

@@ -1,4 +1,5 @@
-//! The gateway's routes and handlers: `/translate` (GET, and LibreTranslate's POST),
+//! The gateway's routes and handlers: `/translate` (GET, and LibreTranslate's POST;
+//! `source: "auto"` detects each text's language), LibreTranslate's `/detect`,
 //! `/languages`, `/healthz`, `/metrics`; admission control (`gateway.max_pending`) and
 //! the metrics middleware.
 
@@ -11,15 +12,19 @@ use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 use translation_client::wire::{pair_key, Split};
 use translation_client::{ClientError, TranslateReply, TranslateRequest};
 
+use super::detect::{Detection, Detector};
 use super::error::{client_error, ApiError};
-use super::libretranslate::{parse_lt_body, parse_query, FrontendSettings, Language, TextRequest};
+use super::libretranslate::{
+    language_name, parse_detect_body, parse_lt_body, parse_query, FrontendSettings, Language,
+    TextRequest,
+};
 use super::link::Link;
 use super::metrics::{route_label, GatewayMetrics, PendingSlot};
 use crate::config::GatewayConfig;
@@ -31,6 +36,18 @@ struct GetReply {
     translations: Vec<String>,
     cached: Vec<bool>,
     model: String,
+    /// Per text, with `source=auto` only (LibreTranslate's name).
+    #[serde(rename = "detectedLanguage", skip_serializing_if = "Option::is_none")]
+    detected_language: Option<Vec<Detection>>,
+}
+
+/// A translation's answer, whatever the source.
+struct Outcome {
+    translations: Vec<String>,
+    cached: Vec<bool>,
+    model: String,
+    /// Each text's detected language, when the source was `auto`.
+    detected: Option<Vec<Detection>>,
 }
 
 /// `/healthz`'s answer.
@@ -53,6 +70,8 @@ pub(super) struct AppState {
     pub(super) languages: Vec<Language>,
     /// `GET /frontend/settings`'s answer, computed once.
     pub(super) frontend: FrontendSettings,
+    /// Language identification over the served languages (`/detect`, `source: "auto"`).
+    pub(super) detector: Arc<Detector>,
     /// The broker client, kept connected by [`super::link::supervise`].
     pub(super) link: Arc<Link>,
     /// Counted by the handlers and the middleware; also the listener's rewrites.
@@ -91,26 +110,8 @@ impl AppState {
             .target
             .filter(|t| !t.is_empty())
             .ok_or_else(|| missing("target"))?;
-        if source == "auto" {
-            return Err(ApiError::bad_request(
-                "source \"auto\" is not supported: give the source language",
-            ));
-        }
-        if req.texts.is_empty() {
-            return Err(missing("q"));
-        }
-        if req.texts.len() > self.cfg.max_texts {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "{} texts, the limit is {}",
-                    req.texts.len(),
-                    self.cfg.max_texts
-                ),
-            ));
-        }
-        if !self.pairs.iter().any(|(s, t)| *s == source && *t == target) {
+        self.check_texts(&req.texts)?;
+        if !self.serves(&source, &target) {
             let served: Vec<String> = self.pairs.iter().map(|(s, t)| pair_key(s, t)).collect();
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -130,10 +131,14 @@ impl AppState {
         // each is cached on its own and long texts are not truncated by the model.
         let request = TranslateRequest::new(source, target, req.texts)
             .with_timeout(self.timeout)
-            .with_split(Split::Sentences);
+            .with_split(Split::Sentences)
+            .with_format(req.format);
         let reply = client.translate(request).await.map_err(|e| {
             if matches!(e, ClientError::ConnectionLost) {
                 self.link.connection_lost();
+            }
+            if matches!(e, ClientError::Nacked) {
+                self.link.publish_nacked();
             }
             client_error(e, retry)
         })?;
@@ -153,6 +158,187 @@ impl AppState {
         }
         Ok(reply)
     }
+
+    /// Refuses no text (LibreTranslate's message) and more than `max_texts` (413).
+    fn check_texts(&self, texts: &[String]) -> Result<(), ApiError> {
+        if texts.is_empty() {
+            return Err(ApiError::bad_request(
+                "Invalid request: missing q parameter",
+            ));
+        }
+        if texts.len() > self.cfg.max_texts {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("{} texts, the limit is {}", texts.len(), self.cfg.max_texts),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the pair `source`-`target` is served.
+    fn serves(&self, source: &str, target: &str) -> bool {
+        self.pairs.iter().any(|(s, t)| s == source && t == target)
+    }
+
+    /// Runs `f` on the detector off the async runtime (detection is CPU work, and the
+    /// first call loads the models).
+    async fn on_detector<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Detector) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let detector = self.detector.clone();
+        tokio::task::spawn_blocking(move || f(&detector))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("language detection failed: {e}"),
+                )
+            })
+    }
+
+    /// Translates `req` from its source, or from each text's detected language when
+    /// the source is `auto`.
+    async fn run(&self, req: TextRequest) -> Result<Outcome, ApiError> {
+        if req.source.as_deref() == Some("auto") {
+            return self.translate_auto(req).await;
+        }
+        let reply = self.translate(req).await?;
+        Ok(Outcome {
+            translations: reply.translations,
+            cached: reply.cached,
+            model: reply.model,
+            detected: None,
+        })
+    }
+
+    /// `source: "auto"`: detects each text's language among the served ones, sends one
+    /// job per detected source (concurrently) and puts the answers back in order. A
+    /// text already in the target language comes back as it is (nothing to
+    /// translate); one with nothing to tell by (digits, emoji) goes with the
+    /// first source served to the target, at confidence 0. A text whose language has
+    /// no pair to the target fails the request, as on LibreTranslate.
+    async fn translate_auto(&self, mut req: TextRequest) -> Result<Outcome, ApiError> {
+        let target = req
+            .target
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::bad_request("Invalid request: missing target parameter"))?;
+        self.check_texts(&req.texts)?;
+        if !self.pairs.iter().any(|(s, t)| *s == target || *t == target) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_language_pair",
+                format!("{target} is not supported"),
+            ));
+        }
+        let texts = std::mem::take(&mut req.texts);
+        let (texts, mut detected) = {
+            // Detection is bounded like a translation: it holds a pending slot.
+            let _slot = self.admit()?;
+            self.on_detector(move |d| {
+                let detected: Vec<Detection> = texts.iter().map(|t| d.best(t)).collect();
+                (texts, detected)
+            })
+            .await?
+        };
+        let fallback = self
+            .pairs
+            .iter()
+            .find(|(_, t)| *t == target)
+            .map(|(s, _)| s.clone());
+        // (source, indices of its texts), in order of first appearance.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, d) in detected.iter_mut().enumerate() {
+            if d.confidence == 0.0 {
+                if let Some(source) = &fallback {
+                    d.language.clone_from(source);
+                }
+            }
+            if d.language == target {
+                continue;
+            }
+            if !self.serves(&d.language, &target) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_language_pair",
+                    format!(
+                        "{} ({target}) is not available as a target language from {} ({})",
+                        language_name(&target),
+                        language_name(&d.language),
+                        d.language
+                    ),
+                ));
+            }
+            match groups.iter_mut().find(|(s, _)| *s == d.language) {
+                Some((_, indices)) => indices.push(i),
+                None => groups.push((d.language.clone(), vec![i])),
+            }
+        }
+        let jobs = groups.iter().map(|(source, indices)| {
+            // The request's other fields (format, ...) carry over to each job.
+            let job = TextRequest {
+                source: Some(source.clone()),
+                texts: indices.iter().map(|&i| texts[i].clone()).collect(),
+                many: true,
+                ..req.clone()
+            };
+            self.translate(job)
+        });
+        let replies = futures_util::future::try_join_all(jobs).await?;
+        let mut translations = texts;
+        let mut cached = vec![false; translations.len()];
+        let mut model = String::new();
+        for ((_, indices), reply) in groups.iter().zip(replies) {
+            if reply.translations.len() != indices.len() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "invalid_reply",
+                    format!(
+                        "the worker answered {} translations for {} texts",
+                        reply.translations.len(),
+                        indices.len()
+                    ),
+                ));
+            }
+            for (k, (&i, text)) in indices.iter().zip(reply.translations).enumerate() {
+                translations[i] = text;
+                cached[i] = reply.cached.get(k).copied().unwrap_or(false);
+            }
+            if model.is_empty() {
+                model = reply.model;
+            }
+        }
+        Ok(Outcome {
+            translations,
+            cached,
+            model,
+            detected: Some(detected),
+        })
+    }
+}
+
+/// The answer to a body axum could not read: 413 over `max_body_bytes`, else 400.
+fn body_error(rejection: BytesRejection, max_body_bytes: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is over {max_body_bytes} bytes"),
+        )
+    } else {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+/// The `Content-Type` of a request, or "".
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 async fn get_translate(
@@ -171,11 +357,12 @@ async fn get_translate(
             ),
         ));
     }
-    let reply = s.translate(parse_query(&query)?).await?;
+    let reply = s.run(parse_query(&query)?).await?;
     Ok(Json(GetReply {
         translations: reply.translations,
         cached: reply.cached,
         model: reply.model,
+        detected_language: reply.detected,
     }))
 }
 
@@ -184,29 +371,53 @@ async fn post_translate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body is over {} bytes", s.cfg.max_body_bytes),
-            )
-        } else {
-            ApiError::bad_request(rejection.body_text())
-        }
-    })?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let req = parse_lt_body(content_type, &body)?;
+    let body = body.map_err(|r| body_error(r, s.cfg.max_body_bytes))?;
+    let req = parse_lt_body(content_type(&headers), &body)?;
     let many = req.many;
-    let mut reply = s.translate(req).await?;
-    Ok(Json(if many {
+    let mut reply = s.run(req).await?;
+    let mut answer = if many {
         json!({ "translatedText": reply.translations })
     } else {
         json!({ "translatedText": reply.translations.pop().unwrap_or_default() })
-    }))
+    };
+    // LibreTranslate: an object for one text, one per text for a list.
+    if let Some(mut detected) = reply.detected {
+        answer["detectedLanguage"] = if many {
+            json!(detected)
+        } else {
+            json!(detected.pop())
+        };
+    }
+    Ok(Json(answer))
+}
+
+/// LibreTranslate's `POST /detect`: `q` (a string, or a list taken as one text) →
+/// the candidate languages among the served ones, most likely first, confidence 0–100.
+async fn post_detect(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<Detection>>, ApiError> {
+    let body = body.map_err(|r| body_error(r, s.cfg.max_body_bytes))?;
+    let (texts, many) = parse_detect_body(content_type(&headers), &body)?;
+    if !many && texts.iter().all(String::is_empty) {
+        // LibreTranslate refuses an empty `q` as a missing one.
+        return Err(ApiError::bad_request(
+            "Invalid request: missing q parameter",
+        ));
+    }
+    s.check_texts(&texts)?;
+    let _slot = s.admit()?;
+    let found = s
+        .on_detector(move |d| {
+            if many {
+                d.detect_all(&texts)
+            } else {
+                d.detect(texts.first().map_or("", String::as_str))
+            }
+        })
+        .await?;
+    Ok(Json(found))
 }
 
 async fn get_languages(State(s): State<Arc<AppState>>) -> Json<Vec<Language>> {
@@ -260,7 +471,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route (GET/POST /translate, /languages, /healthz, /metrics)",
+        "no such route (GET/POST /translate, POST /detect, /languages, /health, /frontend/settings, /healthz, /metrics)",
     )
 }
 
@@ -284,7 +495,7 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed here: /translate and /languages take GET and POST, /healthz and /metrics GET"),
+        format!("{method} is not allowed here: /translate and /languages take GET and POST, /detect POST, /health, /frontend/settings, /healthz and /metrics GET"),
     )
 }
 
@@ -292,6 +503,8 @@ async fn method_not_allowed(method: Method) -> ApiError {
 pub(super) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/translate", get(get_translate).post(post_translate))
+        // LibreTranslate answers GET /detect with 405.
+        .route("/detect", post(post_detect))
         // LibreTranslate answers /languages on POST too.
         .route("/languages", get(get_languages).post(get_languages))
         .route("/healthz", get(healthz))

@@ -5,6 +5,8 @@
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use translation_client::wire::Format;
+
 use super::error::ApiError;
 
 /// A translation request as read from HTTP, before validation.
@@ -18,14 +20,29 @@ pub(super) struct TextRequest {
     pub(super) texts: Vec<String>,
     /// `q` was an array (LibreTranslate answers an array then).
     pub(super) many: bool,
+    /// `format`: plain text (the default) or HTML.
+    pub(super) format: Format,
 }
 
-/// Reads `GET /translate`'s query: repeatable `q`, `source`, `target`; nothing else.
+/// Reads LibreTranslate's `format`: `text` (also when empty or absent) or `html`.
+fn parse_format(format: Option<&str>) -> Result<Format, ApiError> {
+    match format {
+        None | Some("text") | Some("") => Ok(Format::Text),
+        Some("html") => Ok(Format::Html),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unknown format {other:?}: \"text\" or \"html\""
+        ))),
+    }
+}
+
+/// Reads `GET /translate`'s query: repeatable `q`, `source`, `target`, `format`;
+/// nothing else.
 pub(super) fn parse_query(query: &str) -> Result<TextRequest, ApiError> {
     let mut req = TextRequest {
         many: true,
         ..TextRequest::default()
     };
+    let mut format = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let slot = match &*key {
             "q" => {
@@ -34,10 +51,11 @@ pub(super) fn parse_query(query: &str) -> Result<TextRequest, ApiError> {
             }
             "source" => &mut req.source,
             "target" => &mut req.target,
+            "format" => &mut format,
             // Strict, like the wire contract: a misspelt key must not be ignored.
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown parameter {other:?} (expected q, source, target)"
+                    "unknown parameter {other:?} (expected q, source, target, format)"
                 )))
             }
         };
@@ -45,6 +63,7 @@ pub(super) fn parse_query(query: &str) -> Result<TextRequest, ApiError> {
             return Err(ApiError::bad_request(format!("{key} given twice")));
         }
     }
+    req.format = parse_format(format.as_deref())?;
     Ok(req)
 }
 
@@ -111,19 +130,60 @@ pub(super) fn parse_lt_body(content_type: &str, body: &[u8]) -> Result<TextReque
                 target: body.target,
                 texts,
                 many,
+                format: Format::Text,
             };
             (req, body.format)
         }
     };
-    match format.as_deref() {
-        None | Some("text") | Some("") => Ok(req),
-        Some("html") => Err(ApiError::bad_request(
-            "format \"html\" is not supported: only \"text\"",
-        )),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "unknown format {other:?}: only \"text\" is supported"
-        ))),
+    Ok(TextRequest {
+        format: parse_format(format.as_deref())?,
+        ..req
+    })
+}
+
+/// A LibreTranslate `POST /detect` JSON body; other keys (`api_key`) are ignored.
+#[derive(Deserialize)]
+struct DetectBody {
+    q: Option<LtText>,
+}
+
+/// Reads a LibreTranslate `POST /detect` body (JSON, or a form whose `q` may repeat):
+/// the texts of `q`, and whether it was a list. An empty body has no text.
+pub(super) fn parse_detect_body(
+    content_type: &str,
+    body: &[u8],
+) -> Result<(Vec<String>, bool), ApiError> {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/x-www-form-urlencoded" {
+        let texts: Vec<String> = form_urlencoded::parse(body)
+            .filter(|(k, _)| k == "q")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        let many = texts.len() > 1;
+        return Ok((texts, many));
     }
+    if mime.starts_with("multipart/") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON or application/x-www-form-urlencoded",
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((Vec::new(), false));
+    }
+    let body: DetectBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))?;
+    Ok(match body.q {
+        Some(LtText::One(t)) => (vec![t], false),
+        Some(LtText::Many(ts)) => (ts, true),
+        None => (Vec::new(), false),
+    })
 }
 
 /// One language of `GET /languages` (LibreTranslate's shape).
@@ -134,8 +194,15 @@ pub(super) struct Language {
     targets: Vec<String>,
 }
 
+impl Language {
+    /// The language's code, as the served pairs spell it.
+    pub(super) fn code(&self) -> &str {
+        &self.code
+    }
+}
+
 /// English names of common language codes; others are named by their code.
-fn language_name(code: &str) -> &str {
+pub(super) fn language_name(code: &str) -> &str {
     match code {
         "ar" => "Arabic",
         "de" => "German",
@@ -308,14 +375,48 @@ mod tests {
         let r = parse_lt_body("application/x-www-form-urlencoded", b"q=a&q=b").unwrap();
         assert!(r.many);
 
-        let e = parse_lt_body("application/json", br#"{"q":"x","format":"html"}"#).unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert!(e.message.contains("html"));
+        let r = parse_lt_body("application/json", br#"{"q":"<b>x</b>","format":"html"}"#).unwrap();
+        assert_eq!(r.format, Format::Html);
+        let r = parse_lt_body("application/x-www-form-urlencoded", b"q=x&format=html").unwrap();
+        assert_eq!(r.format, Format::Html);
+        let r = parse_lt_body("application/json", br#"{"q":"x","format":""}"#).unwrap();
+        assert_eq!(r.format, Format::Text);
+        assert_eq!(parse_query("q=x&format=html").unwrap().format, Format::Html);
+        assert_eq!(parse_query("q=x").unwrap().format, Format::Text);
+        for e in [
+            parse_lt_body("application/json", br#"{"q":"x","format":"markdown"}"#).unwrap_err(),
+            parse_query("q=x&format=xml").unwrap_err(),
+            parse_query("q=x&format=html&format=text").unwrap_err(),
+        ] {
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
         let e = parse_lt_body("application/json", b"not json").unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let e = parse_lt_body("application/json", br#"{"q":3}"#).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let e = parse_lt_body("multipart/form-data; boundary=x", b"").unwrap_err();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn detect_bodies_json_form_and_empty() {
+        let r = parse_detect_body("application/json", br#"{"q":"x","api_key":"k"}"#).unwrap();
+        assert_eq!(r, (vec!["x".to_string()], false));
+        let r = parse_detect_body("", br#"{"q":["a","b"]}"#).unwrap();
+        assert_eq!(r, (vec!["a".to_string(), "b".to_string()], true));
+        let r = parse_detect_body("application/x-www-form-urlencoded", b"q=%EC%95%88&api_key=")
+            .unwrap();
+        assert_eq!(r, (vec!["안".to_string()], false));
+        let r = parse_detect_body("application/x-www-form-urlencoded", b"q=a&q=b").unwrap();
+        assert!(r.1);
+        assert_eq!(parse_detect_body("", b"").unwrap(), (Vec::new(), false));
+        assert_eq!(
+            parse_detect_body("application/json", b"{}").unwrap(),
+            (Vec::new(), false)
+        );
+        let e = parse_detect_body("application/json", b"[1]").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_detect_body("multipart/form-data; boundary=x", b"").unwrap_err();
         assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 

@@ -15,13 +15,14 @@ use crate::telemetry::{self, Counter, Gauge};
 
 /// Route labels of the metrics; anything else is `other`, so that probing random
 /// paths cannot grow the number of series.
-pub(super) const ROUTES: [&str; 7] = [
+pub(super) const ROUTES: [&str; 8] = [
     "/translate",
     "/languages",
     "/healthz",
     "/metrics",
     "/health",
     "/frontend/settings",
+    "/detect",
     "other",
 ];
 

@@ -8,6 +8,9 @@
 //!   `{"translations": [...], "cached": [...], "model": "…"}`;
 //! - `POST /translate`, LibreTranslate-compatible (JSON or form body; `q` a string or an
 //!   array) → `{"translatedText": "…"}` or `{"translatedText": ["…", …]}`;
+//! - `POST /detect` (LibreTranslate) → the candidate languages among the served ones,
+//!   and `source: "auto"` on `/translate`: each text's language is detected and the
+//!   texts are sent grouped by it (`detectedLanguage` in the answer);
 //! - `GET /languages` (LibreTranslate shape) lists the served pairs;
 //! - `/healthz` (200 while the broker connection is up, else 503) and `/metrics`.
 //!
@@ -30,12 +33,15 @@
 //! - `api`: the routes, their handlers, admission control and the metrics middleware;
 //! - `libretranslate`: reading requests (query string, LibreTranslate bodies) and the
 //!   `/languages` list;
+//! - `detect`: language identification (lingua, restricted to the served languages)
+//!   for `POST /detect` and `source: "auto"`;
 //! - `error`: the handlers' JSON error answers and how a client error maps to one;
 //! - `http_errors`: JSON bodies for the errors hyper answers by itself;
 //! - `link`: the broker client and the supervisor that keeps it connected;
 //! - `metrics`: [`GatewayMetrics`], on `prometheus-client`.
 
 mod api;
+mod detect;
 mod error;
 mod http_errors;
 mod libretranslate;

@@ -90,10 +90,22 @@ impl Gateway {
             // not queue admitted calls behind it.
             max_in_flight: cfg.max_pending,
             connection_name: "translation-worker-gateway".into(),
+            // `gateway.lane`: interactive by default (a person waits on each request).
+            lane: cfg.lane,
             ..ClientOptions::default()
         };
+        let languages = super::libretranslate::languages(&pairs);
+        let codes: Vec<String> = languages.iter().map(|l| l.code().to_owned()).collect();
+        let detector = Arc::new(super::detect::Detector::new(&codes));
+        // Build the language detector in the background: the first `/detect` or
+        // `source: "auto"` then need not.
+        tokio::task::spawn_blocking({
+            let detector = detector.clone();
+            move || detector.warm_up()
+        });
         let state = Arc::new(AppState {
-            languages: super::libretranslate::languages(&pairs),
+            languages,
+            detector,
             frontend: super::libretranslate::frontend_settings(
                 &pairs,
                 config.limits.max_text_chars,

@@ -149,6 +149,19 @@ impl Histogram {
         }
     }
 
+    /// The histogram of one label set of a registered family.
+    fn of<S>(family: &Family<S, PromHistogram, fn() -> PromHistogram>, labels: &S) -> Self
+    where
+        S: Clone + std::hash::Hash + Eq,
+    {
+        Self {
+            // The family keeps its own handle: they share the buckets.
+            inner: family.get_or_create_owned(labels),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
     /// Records one observation.
     pub fn observe(&self, v: f64) {
         self.inner.observe(v);
@@ -187,6 +200,17 @@ const SECONDS_BUCKETS: &[f64] = &[
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
+}
+
+/// The label of the per-lane families: `bulk` or `interactive`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabel {
+    lane: &'static str,
+}
+
+/// A histogram over [`SECONDS_BUCKETS`], for families.
+fn seconds_histogram() -> PromHistogram {
+    PromHistogram::new(SECONDS_BUCKETS.iter().copied())
 }
 
 /// The label of `translation_worker_segments_total`: `hit` or `miss`.
@@ -323,6 +347,12 @@ pub struct Metrics {
     pub inference_seconds: Histogram,
     /// Seconds from receiving a job to acknowledging it.
     pub job_seconds: Histogram,
+    /// Jobs received, per lane (index: [`crate::translate::lane_index`]).
+    pub jobs_received: [Counter; 2],
+    /// Seconds a text waited in the batcher, per lane.
+    pub lane_wait_seconds: [Histogram; 2],
+    /// Seconds from receiving a job to acknowledging it, per lane.
+    pub lane_job_seconds: [Histogram; 2],
 }
 
 impl Default for Metrics {
@@ -465,8 +495,41 @@ impl Default for Metrics {
             SECONDS_BUCKETS,
         );
 
+        // Per lane, in lane_index order: bulk, interactive.
+        let lanes = translation_client::Lane::ALL.map(|l| LaneLabel { lane: l.as_str() });
+        let received = Family::<LaneLabel, PromCounter>::default();
+        r.register(
+            "jobs_received",
+            "Jobs received, by lane (bulk or interactive)",
+            received.clone(),
+        );
+        let jobs_received = lanes.clone().map(|l| Counter::of(&received, &l));
+        let lane_wait =
+            Family::<LaneLabel, PromHistogram, fn() -> PromHistogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        r.register(
+            "lane_wait_seconds",
+            "Time a text waited in the batcher, by lane",
+            lane_wait.clone(),
+        );
+        let lane_wait_seconds = lanes.clone().map(|l| Histogram::of(&lane_wait, &l));
+        let lane_job =
+            Family::<LaneLabel, PromHistogram, fn() -> PromHistogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        r.register(
+            "lane_job_duration_seconds",
+            "Time from receiving a job to acknowledging it, by lane",
+            lane_job.clone(),
+        );
+        let lane_job_seconds = lanes.map(|l| Histogram::of(&lane_job, &l));
+
         Self {
             registry: r,
+            jobs_received,
+            lane_wait_seconds,
+            lane_job_seconds,
             jobs_ok,
             jobs_error,
             jobs_in_flight,
@@ -611,6 +674,9 @@ mod tests {
             ("batch_wait_seconds", "histogram"),
             ("inference_seconds", "histogram"),
             ("job_duration_seconds", "histogram"),
+            ("jobs_received_total", "counter"),
+            ("lane_wait_seconds", "histogram"),
+            ("lane_job_duration_seconds", "histogram"),
         ] {
             let line = format!("# TYPE translation_worker_{name} {kind}\n");
             assert!(text.contains(&line), "{line:?} missing:\n{text}");
@@ -623,6 +689,24 @@ mod tests {
         for cache in ["hit", "miss"] {
             let series = format!("translation_worker_segments_total{{cache=\"{cache}\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        // Every lane exists from the start, with the seconds buckets.
+        for lane in ["bulk", "interactive"] {
+            let series = format!("translation_worker_jobs_received_total{{lane=\"{lane}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+            for name in ["lane_wait_seconds", "lane_job_duration_seconds"] {
+                let prefix = format!("translation_worker_{name}_bucket{{lane=\"{lane}\",le=\"");
+                let les: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(&prefix)?.split('"').next())
+                    .collect();
+                assert_eq!(
+                    les.len(),
+                    SECONDS_BUCKETS.len() + 1,
+                    "{name} {lane}: {les:?}"
+                );
+                assert_eq!(les.last(), Some(&"+Inf"), "{name} {lane}");
+            }
         }
         for (name, bounds) in [
             ("batch_size", SIZE_BUCKETS),

@@ -162,6 +162,7 @@ pub fn run(b: &EngineBenchOptions) -> Result<EngineBenchReport, EngineError> {
         max_wait: Duration::from_millis(b.max_wait_ms),
         max_delay: Duration::from_millis(b.max_delay_ms),
         max_queued: b.window.max(1),
+        interactive_burst: 1,
     };
     let in_order: Vec<Vec<usize>> = (0..sources.len())
         .collect::<Vec<_>>()
@@ -337,6 +338,7 @@ fn closed_loop(
                 tokens: sources[i].len(),
                 options: *options,
                 enqueued: start,
+                lane: crate::translate::Lane::Bulk,
             })
             .collect(),
         ids: (0..first).collect(),
@@ -407,6 +409,7 @@ fn closed_loop(
                                             tokens: sources[i].len(),
                                             options: *options,
                                             enqueued: now,
+                                            lane: crate::translate::Lane::Bulk,
                                         });
                                         st.ids.push_back(i);
                                     }

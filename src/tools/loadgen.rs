@@ -3,8 +3,10 @@
 //! came back wrong.
 //!
 //! Jobs go through [`translation_client::Client`], so they travel exactly as a real client's
-//! do (exchange, mandatory, confirms, reply queue). `concurrency` tasks each keep one
-//! job in flight; a job without a reply within `timeout_ms` is counted as **lost**.
+//! do (exchange, mandatory, confirms, reply queue), in the lane asked for. `concurrency`
+//! tasks each keep one job in flight (closed loop), or, with a `rate`, job `i` is sent
+//! at `i / rate` seconds whatever the replies (open loop, up to `concurrency` in
+//! flight); a job without a reply within `timeout_ms` is counted as **lost**.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -17,7 +19,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use translation_client::wire::Split;
-use translation_client::{Client, ClientError, ClientOptions, TranslateRequest};
+use translation_client::{Client, ClientError, ClientOptions, Lane, TranslateRequest};
 
 use super::ConnectOptions;
 
@@ -44,7 +46,7 @@ pub enum LoadgenError {
 }
 
 /// What to send (the `loadgen` command line fills it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadgenOptions {
     /// Broker and exchange.
     pub connect: ConnectOptions,
@@ -75,6 +77,11 @@ pub struct LoadgenOptions {
     pub document_sentences: usize,
     /// Beam size sent with every job (`None`: the worker's).
     pub beam_size: Option<u32>,
+    /// Lane every job is sent in.
+    pub lane: Lane,
+    /// Jobs per second, sent on schedule (open loop) instead of one after another per
+    /// in-flight slot; `None`: closed loop.
+    pub rate: Option<f64>,
 }
 
 impl Default for LoadgenOptions {
@@ -101,6 +108,8 @@ impl LoadgenOptions {
             timeout_ms: 30_000,
             document_sentences: 0,
             beam_size: None,
+            lane: Lane::Bulk,
+            rate: None,
         }
     }
 
@@ -272,6 +281,8 @@ pub struct Report {
     pub concurrency: usize,
     /// Texts per job.
     pub texts_per_job: usize,
+    /// Lane the jobs were sent in.
+    pub lane: String,
     /// How texts were chosen.
     pub mode: String,
     /// Replies the client dropped as late or duplicate.
@@ -384,6 +395,7 @@ impl Tally {
 }
 
 /// Validated run parameters shared by the tasks.
+#[derive(Clone)]
 struct Plan {
     corpus: Vec<String>,
     mode: Mode,
@@ -395,6 +407,9 @@ struct Plan {
     /// Sentences per document; 0 sends plain texts.
     document_sentences: usize,
     beam_size: Option<u32>,
+    lane: Lane,
+    /// With a rate: when job 0 is due, and the gap between jobs.
+    schedule: Option<(Instant, Duration)>,
 }
 
 /// Runs the load and returns the report. Logs nothing to stdout; shows a progress bar
@@ -413,6 +428,11 @@ pub async fn run(args: &LoadgenOptions) -> Result<Report, LoadgenError> {
     if args.pool == Some(0) {
         return Err(LoadgenError::Args("--pool must be at least 1".into()));
     }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(LoadgenError::Args(
+            "--rate must be a positive number".into(),
+        ));
+    }
     let corpus = match &args.file {
         None => builtin_sentences(),
         Some(path) => read_corpus(path.clone()).await?,
@@ -427,6 +447,9 @@ pub async fn run(args: &LoadgenOptions) -> Result<Report, LoadgenError> {
         verify_copy: args.verify_copy,
         document_sentences: args.document_sentences,
         beam_size: args.beam_size,
+        lane: args.lane,
+        // Set below, once connected: the schedule starts with the first publish.
+        schedule: None,
     });
     let timeout = Duration::from_millis(args.timeout_ms);
     let client = Client::connect(
@@ -443,6 +466,13 @@ pub async fn run(args: &LoadgenOptions) -> Result<Report, LoadgenError> {
     let progress = progress_bar(args.jobs);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let plan = match args.rate {
+        Some(rate) => Arc::new(Plan {
+            schedule: Some((started, Duration::from_secs_f64(1.0 / rate))),
+            ..Plan::clone(&plan)
+        }),
+        None => plan,
+    };
     let tasks: Vec<_> = (0..args.concurrency.min(args.jobs.max(1) as usize))
         .map(|_| {
             tokio::spawn(drive(
@@ -506,6 +536,7 @@ pub async fn run(args: &LoadgenOptions) -> Result<Report, LoadgenError> {
         latency_ms,
         concurrency: args.concurrency,
         texts_per_job: args.texts_per_job,
+        lane: plan.lane.to_string(),
         mode: plan.mode.to_string(),
         ignored_replies,
         mismatch_examples: total.mismatch_examples,
@@ -525,6 +556,11 @@ async fn drive(
         if job >= plan.jobs {
             return tally;
         }
+        if let Some((start, gap)) = plan.schedule {
+            // Open loop: job `i` is due at `i` gaps, however the earlier ones fare.
+            let due = start + gap.saturating_mul(u32::try_from(job).unwrap_or(u32::MAX));
+            tokio::time::sleep_until(due.into()).await;
+        }
         let texts = match plan.document_sentences {
             0 => job_texts(&plan.corpus, plan.texts_per_job, plan.mode, job),
             n => job_texts(&plan.corpus, plan.texts_per_job * n, plan.mode, job)
@@ -532,7 +568,8 @@ async fn drive(
                 .map(|c| c.join("\n"))
                 .collect(),
         };
-        let mut request = TranslateRequest::new(plan.source.as_str(), plan.target.as_str(), texts);
+        let mut request = TranslateRequest::new(plan.source.as_str(), plan.target.as_str(), texts)
+            .with_lane(plan.lane);
         if plan.document_sentences > 0 {
             request = request.with_split(Split::Sentences);
         }
@@ -700,6 +737,7 @@ mod tests {
             latency_ms: Latency::default(),
             concurrency: 1,
             texts_per_job: 1,
+            lane: "bulk".into(),
             mode: "corpus".into(),
             ignored_replies: 0,
             mismatch_examples: Vec::new(),

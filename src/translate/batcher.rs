@@ -7,6 +7,19 @@
 //!   the policy, and hands each batch to an idle replica;
 //! - the **replica threads**: one OS thread per engine replica, calling the blocking
 //!   [`Backend`] so inference never runs on the async runtime.
+//!
+//! # Lanes
+//!
+//! Every text is [`Lane::Interactive`] (a person waits) or [`Lane::Bulk`]. Texts enter
+//! through one channel per lane, each with its own room in the queue, so a bulk
+//! backlog can neither hold interactive texts outside the queue nor fill it. When a
+//! replica frees, the policy cuts from the interactive texts first (the same
+//! length-sorted runs, among them), and tops a batch that is not full up with the bulk
+//! texts closest below its longest, so interactive work rides along bulk work
+//! instead of displacing it. Bulk texts never starve: after
+//! [`Policy::interactive_burst`] batches in a row led by interactive texts while bulk
+//! texts wait, the next batch is cut from the bulk texts. Identical texts merge and
+//! take the higher lane.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
@@ -21,6 +34,7 @@ use crate::telemetry::Metrics;
 use crate::translate::CacheKey;
 use crate::translate::{Backend, EngineError};
 use translation_client::wire::DecodeOptions;
+pub use translation_client::Lane;
 
 /// Errors a submitted text can meet.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,9 +67,13 @@ pub struct Policy {
     /// holds; once the oldest text is this old, the next batch is the one holding it.
     /// Zero: every batch holds the oldest text.
     pub max_delay: Duration,
-    /// Most distinct texts the queue task holds to choose from (the sorting window;
-    /// not read by [`next_batch`]). Submitters wait beyond it.
+    /// Most distinct texts of each lane the queue task holds to choose from (the
+    /// sorting window; not read by [`next_batch`]). Submitters wait beyond it.
     pub max_queued: usize,
+    /// Most batches in a row led by interactive texts while bulk texts wait (at
+    /// least 1): the next batch is then cut from the bulk texts alone. See
+    /// [`next_lane_batch`] for the bounds this gives.
+    pub interactive_burst: usize,
 }
 
 /// What the policy needs to know about a queued text.
@@ -67,6 +85,8 @@ pub struct Pending {
     pub options: DecodeOptions,
     /// When it entered the queue.
     pub enqueued: Instant,
+    /// Its lane (merged texts: the higher of theirs).
+    pub lane: Lane,
 }
 
 /// The policy's verdict.
@@ -150,7 +170,10 @@ pub fn batch_size(policy: &Policy, in_flight: usize, replicas: usize) -> usize {
     in_flight.div_ceil(2 * replicas.max(1)).clamp(min, max)
 }
 
-/// Decides whether to cut a batch now, and which texts (pure: no clock, no I/O).
+/// Decides whether to cut a batch now, and which texts (pure: no clock, no I/O), for
+/// a queue with no batch led by interactive texts just before: [`next_lane_batch`]
+/// with an `interactive_streak` of 0. On a queue of bulk texts only (every producer
+/// that names no lane), this is the single-lane policy below.
 ///
 /// The texts that share the oldest text's options are sorted by length and cut into
 /// runs as CTranslate2 cuts one large call (longest first, each run up to
@@ -176,28 +199,139 @@ pub fn next_batch<T: Borrow<Pending>>(
     total_replicas: usize,
     in_batches: usize,
 ) -> Decision {
-    let Some(head) = queue.front().map(Borrow::borrow) else {
+    next_lane_batch(
+        queue,
+        now,
+        policy,
+        free_replicas,
+        total_replicas,
+        in_batches,
+        0,
+    )
+}
+
+/// [`next_batch`] over two lanes; `interactive_streak` is the number of batches in a
+/// row led by interactive texts while bulk texts waited (keep it with
+/// [`next_streak`]).
+///
+/// - The **lead lane** is interactive when interactive texts are queued, unless bulk
+///   texts are too and `interactive_streak` has reached `interactive_burst`; else
+///   bulk. The single-lane policy ([`next_batch`]) runs over the lead lane's texts
+///   alone: the same length-sorted runs, the same `max_delay` and `max_wait`.
+/// - A run of interactive texts that is not full is **topped up** with bulk texts of
+///   the same options no longer than its longest text (longest first, then oldest),
+///   up to the batch size and token budget: the interactive text costs the bulk work
+///   one place in a batch, not a batch. Topped up to full, it is cut at once.
+/// - A batch led by bulk holds bulk texts only.
+///
+/// Bounds: (1) while a replica is free and bulk texts do not have their turn, the
+/// batch cut holds interactive texts whenever any are queued; (2) while bulk texts are
+/// queued, at most `interactive_burst` batches in a row are led by interactive texts;
+/// (3) so, once a bulk text has waited `max(max_delay, max_wait)`, it is batched within
+/// `(interactive_burst + 1) × (k + 1)` cuts, `k` being the older bulk texts still queued
+/// then (each bulk-led cut takes the then-oldest); an interactive text within
+/// `k + 1 + ⌊k / interactive_burst⌋ + 1` cuts (`k`: older interactive texts).
+pub fn next_lane_batch<T: Borrow<Pending>>(
+    queue: &VecDeque<T>,
+    now: Instant,
+    policy: &Policy,
+    free_replicas: usize,
+    total_replicas: usize,
+    in_batches: usize,
+    interactive_streak: usize,
+) -> Decision {
+    if queue.is_empty() {
         return Decision::Idle;
-    };
+    }
     if free_replicas == 0 {
         return Decision::WaitForEngine;
     }
+    let has = |lane: Lane| {
+        queue
+            .iter()
+            .any(|i| Borrow::<Pending>::borrow(i).lane == lane)
+    };
+    let (interactive, bulk) = (has(Lane::Interactive), has(Lane::Bulk));
+    let bulk_turn = bulk && interactive_streak >= policy.interactive_burst.max(1);
+    let lead = if interactive && !bulk_turn {
+        Lane::Interactive
+    } else {
+        Lane::Bulk
+    };
+    let size = batch_size(policy, queue.len() + in_batches, total_replicas);
+    let Some(choice) = lane_choice(
+        queue,
+        now,
+        policy,
+        free_replicas,
+        total_replicas,
+        size,
+        lead,
+    ) else {
+        // Unreachable: the lead lane has texts. Cut the oldest text alone.
+        return Decision::Cut(vec![0]);
+    };
+    let (mut positions, wait_until) = match choice {
+        Choice::Cut(run) => (run, None),
+        Choice::Wait(run, deadline) => (run, Some(deadline)),
+    };
+    if lead == Lane::Interactive {
+        let full = top_up(queue, policy, size, &mut positions);
+        if full || wait_until.is_none() {
+            positions.sort_unstable();
+            return Decision::Cut(positions);
+        }
+    }
+    match wait_until {
+        Some(deadline) => Decision::WaitUntil(deadline),
+        None => Decision::Cut(positions),
+    }
+}
+
+/// The streak [`next_lane_batch`] reads after a cut: one more when the cut was led by
+/// interactive texts (it holds one) and bulk texts are still queued, else 0.
+pub fn next_streak(streak: usize, cut_held_interactive: bool, bulk_left: bool) -> usize {
+    if cut_held_interactive && bulk_left {
+        streak + 1
+    } else {
+        0
+    }
+}
+
+/// What the single-lane policy chose: a run to cut now, or the run that waits until
+/// the instant given (queue positions, ascending).
+enum Choice {
+    Cut(Vec<usize>),
+    Wait(Vec<usize>, Instant),
+}
+
+/// The single-lane policy over the texts of `lane` (see [`next_batch`]); `None` when
+/// the lane has no text.
+fn lane_choice<T: Borrow<Pending>>(
+    queue: &VecDeque<T>,
+    now: Instant,
+    policy: &Policy,
+    free_replicas: usize,
+    total_replicas: usize,
+    size: usize,
+    lane: Lane,
+) -> Option<Choice> {
+    let head = queue
+        .iter()
+        .map(Borrow::<Pending>::borrow)
+        .find(|p| p.lane == lane)?;
     // (length, queue position) of every text that may share the head's batch, longest
     // first; among equal lengths, oldest first.
     let mut sorted: Vec<(usize, usize)> = queue
         .iter()
         .enumerate()
         .map(|(i, item)| (i, Borrow::<Pending>::borrow(item)))
-        .filter(|(_, item)| item.options == head.options)
+        .filter(|(_, item)| item.lane == lane && item.options == head.options)
         .map(|(i, item)| (item.tokens, i))
         .collect();
     sorted.sort_unstable_by_key(|&(len, i)| (std::cmp::Reverse(len), i));
     let lens: Vec<usize> = sorted.iter().map(|&(len, _)| len).collect();
-    let runs = partition(
-        &lens,
-        batch_size(policy, queue.len() + in_batches, total_replicas),
-        policy.max_batch_tokens,
-    );
+    let runs = partition(&lens, size, policy.max_batch_tokens);
     let positions = |run: &Run| {
         let mut p: Vec<usize> = sorted[run.start..run.end].iter().map(|&(_, i)| i).collect();
         p.sort_unstable();
@@ -215,21 +349,67 @@ pub fn next_batch<T: Borrow<Pending>>(
             }
         });
         if let Some(run) = best {
-            return Decision::Cut(positions(run));
+            return Some(Choice::Cut(positions(run)));
         }
     }
-    // The head is queue position 0, so the first of its length in `sorted`.
+    // The head is the lane's first text in the queue, so the first of its length in
+    // `sorted`.
     let h = sorted.partition_point(|&(len, _)| len > head.tokens);
     let Some(around) = runs.iter().find(|r| r.start <= h && h < r.end) else {
         // Unreachable: the runs cover every sorted position. Cut the head alone.
-        return Decision::Cut(vec![0]);
+        return Some(Choice::Cut(vec![sorted.get(h).map_or(0, |&(_, i)| i)]));
     };
     let deadline = head.enqueued + policy.max_wait;
-    if around.full || now >= deadline || free_replicas >= total_replicas {
-        Decision::Cut(positions(around))
-    } else {
-        Decision::WaitUntil(deadline)
+    Some(
+        if around.full || now >= deadline || free_replicas >= total_replicas {
+            Choice::Cut(positions(around))
+        } else {
+            Choice::Wait(positions(around), deadline)
+        },
+    )
+}
+
+/// Tops the interactive run at `positions` up with bulk texts of its options no longer
+/// than its longest (longest first, then oldest), within `size` texts and the token
+/// budget. Returns whether the batch is then full.
+fn top_up<T: Borrow<Pending>>(
+    queue: &VecDeque<T>,
+    policy: &Policy,
+    size: usize,
+    positions: &mut Vec<usize>,
+) -> bool {
+    let item = |i: usize| queue.get(i).map(Borrow::<Pending>::borrow);
+    let Some(first) = positions.first().and_then(|&i| item(i)) else {
+        return true;
+    };
+    let options = first.options;
+    let width = positions
+        .iter()
+        .filter_map(|&i| item(i))
+        .map(|p| p.tokens)
+        .max()
+        .unwrap_or(0);
+    let room = |count: usize| {
+        count < size.max(1) && width.saturating_mul(count + 1) <= policy.max_batch_tokens
+    };
+    if !room(positions.len()) {
+        return true;
     }
+    let mut fill: Vec<(usize, usize)> = queue
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (i, Borrow::<Pending>::borrow(q)))
+        .filter(|(_, p)| p.lane == Lane::Bulk && p.options == options && p.tokens <= width)
+        .map(|(i, p)| (p.tokens, i))
+        .collect();
+    fill.sort_unstable_by_key(|&(len, i)| (std::cmp::Reverse(len), i));
+    for (_, i) in fill {
+        if !room(positions.len()) {
+            break;
+        }
+        positions.push(i);
+    }
+    !room(positions.len())
 }
 
 /// One text submitted for translation.
@@ -239,6 +419,7 @@ struct Submission {
     /// Target-language token a multilingual model must start with.
     prefix: Option<String>,
     options: DecodeOptions,
+    lane: Lane,
     waiter: Waiter,
 }
 
@@ -285,12 +466,22 @@ struct Batch {
 /// is dropped and the queue has drained.
 #[derive(Clone)]
 pub struct BatcherHandle {
-    tx: mpsc::Sender<Submission>,
+    /// One channel per lane (index: [`lane_index`]), so bulk texts waiting to enter
+    /// never queue in front of interactive ones.
+    tx: [mpsc::Sender<Submission>; 2],
+}
+
+/// Index of a lane in per-lane arrays: bulk 0, interactive 1.
+pub fn lane_index(lane: Lane) -> usize {
+    match lane {
+        Lane::Bulk => 0,
+        Lane::Interactive => 1,
+    }
 }
 
 impl BatcherHandle {
-    /// Translates one tokenized text. `key` identifies identical requests, which are
-    /// translated once.
+    /// Translates one tokenized text in the bulk lane. `key` identifies identical
+    /// requests, which are translated once.
     pub async fn translate(
         &self,
         key: CacheKey,
@@ -309,13 +500,27 @@ impl BatcherHandle {
         prefix: Option<String>,
         options: DecodeOptions,
     ) -> Result<String, BatchError> {
+        self.translate_in(Lane::Bulk, key, tokens, prefix, options)
+            .await
+    }
+
+    /// Like [`BatcherHandle::translate_with_prefix`], in `lane`.
+    pub async fn translate_in(
+        &self,
+        lane: Lane,
+        key: CacheKey,
+        tokens: Vec<String>,
+        prefix: Option<String>,
+        options: DecodeOptions,
+    ) -> Result<String, BatchError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.tx[lane_index(lane)]
             .send(Submission {
                 key,
                 tokens,
                 prefix,
                 options,
+                lane,
                 waiter: Waiter {
                     reply,
                     span: tracing::Span::current(),
@@ -423,15 +628,38 @@ pub fn spawn_gated(
     weight: usize,
 ) -> (BatcherHandle, tokio::task::JoinHandle<()>) {
     let replicas = backend.replicas().max(1);
-    // Room for a full batch per replica on top of what the queue holds: submitters
-    // wait here (back-pressure to the consumers) rather than growing memory.
-    let (tx, rx) = mpsc::channel(policy.max_batch_size * replicas);
-    let task = tokio::spawn(run(rx, backend, policy, metrics, replicas, gate, weight));
-    (BatcherHandle { tx }, task)
+    // Per lane, room for a full batch per replica on top of what the queue holds:
+    // submitters wait here (back-pressure to the consumers) rather than growing memory.
+    let (bulk_tx, bulk_rx) = mpsc::channel(policy.max_batch_size * replicas);
+    let (interactive_tx, interactive_rx) = mpsc::channel(policy.max_batch_size * replicas);
+    let task = tokio::spawn(run(
+        [bulk_rx, interactive_rx],
+        backend,
+        policy,
+        metrics,
+        replicas,
+        gate,
+        weight,
+    ));
+    (
+        BatcherHandle {
+            tx: [bulk_tx, interactive_tx],
+        },
+        task,
+    )
+}
+
+/// The queue and what it holds per lane.
+struct Held {
+    queue: VecDeque<Queued>,
+    /// Everyone awaiting each queued text.
+    waiters: HashMap<CacheKey, Vec<Waiter>>,
+    /// Queued texts per lane ([`lane_index`]).
+    per_lane: [usize; 2],
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Submission>,
+    mut rxs: [mpsc::Receiver<Submission>; 2],
     backend: Arc<dyn Backend>,
     policy: Policy,
     metrics: Arc<Metrics>,
@@ -473,33 +701,47 @@ async fn run(
     drop(done_tx);
     let total = senders.len();
     let mut idle: Vec<usize> = (0..total).rev().collect();
-    // The queue holds distinct texts; `waiters` maps each to everyone awaiting it. Both
-    // are bounded by `max_queue` (the receive branch pauses when it is reached): the
-    // window the policy sorts, at least a full batch per replica.
+    // The queue holds distinct texts; `waiters` maps each to everyone awaiting it. Each
+    // lane's texts are bounded by `max_queue` (its receive branch pauses when it is
+    // reached; a bulk text merged into an interactive one moves over, so at most
+    // 2 × `max_queue` in all): the window the policy sorts, at least a full batch per
+    // replica. A lane of its own, so a bulk backlog never keeps interactive texts out.
     let max_queue = policy.max_queued.max(policy.max_batch_size * replicas);
-    let mut queue: VecDeque<Queued> = VecDeque::new();
-    let mut waiters: HashMap<CacheKey, Vec<Waiter>> = HashMap::new();
-    let mut closed = false;
+    let mut held = Held {
+        queue: VecDeque::new(),
+        waiters: HashMap::new(),
+        per_lane: [0; 2],
+    };
+    let mut closed = [false; 2];
+    // Batches in a row led by interactive texts while bulk texts waited.
+    let mut streak = 0usize;
     // Texts in the batch each replica is running (the policy sizes batches by all
     // texts in flight, queued or running).
     let mut running = vec![0usize; total];
     loop {
         let wake_at = loop {
             let in_batches = running.iter().sum();
-            match next_batch(
-                &queue,
+            match next_lane_batch(
+                &held.queue,
                 Instant::now(),
                 &policy,
                 idle.len(),
                 total,
                 in_batches,
+                streak,
             ) {
                 Decision::Cut(positions) => {
                     let Some(replica) = idle.pop() else {
                         break None;
                     };
                     running[replica] = positions.len();
-                    let batch = take_batch(&mut queue, &mut waiters, &positions, &metrics);
+                    let interactive = positions.iter().any(|&p| {
+                        held.queue
+                            .get(p)
+                            .is_some_and(|q| q.pending.lane == Lane::Interactive)
+                    });
+                    let batch = take_batch(&mut held, &positions, &metrics);
+                    streak = next_streak(streak, interactive, held.per_lane[0] > 0);
                     if let Err(e) = senders[replica].try_send(batch) {
                         // The thread is gone; answer its batch rather than hang it.
                         tracing::error!(replica, "engine thread is not accepting work");
@@ -514,42 +756,34 @@ async fn run(
                 Decision::WaitForEngine | Decision::Idle => break None,
             }
         };
-        if closed && queue.is_empty() && idle.len() == total {
+        if closed.iter().all(|c| *c) && held.queue.is_empty() && idle.len() == total {
             break;
         }
         if total == 0 {
             // No engine thread could start: fail everything instead of queueing forever.
-            while let Some(q) = queue.pop_front() {
-                for w in waiters.remove(&q.key).unwrap_or_default() {
+            while let Some(q) = held.queue.pop_front() {
+                dec(&mut held.per_lane[lane_index(q.pending.lane)]);
+                for w in held.waiters.remove(&q.key).unwrap_or_default() {
                     w.send(Err(BatchError::Engine("no engine threads".into())));
                 }
             }
         }
+        let [bulk_rx, interactive_rx] = &mut rxs;
+        let open = |lane: Lane, held: &Held, closed: &[bool; 2]| {
+            !closed[lane_index(lane)] && held.per_lane[lane_index(lane)] < max_queue
+        };
         tokio::select! {
             biased;
             Some(replica) = done_rx.recv() => {
                 running[replica] = 0;
                 idle.push(replica);
             }
-            msg = rx.recv(), if !closed && queue.len() < max_queue => match msg {
-                Some(s) => {
-                    enqueue(&mut queue, &mut waiters, s, &metrics);
-                    // Take everything already submitted before deciding: a document's
-                    // sentences (or a burst of jobs) arrive together, and cutting at
-                    // the first of them would send an idle replica a batch of one.
-                    while queue.len() < max_queue {
-                        match rx.try_recv() {
-                            Ok(s) => enqueue(&mut queue, &mut waiters, s, &metrics),
-                            Err(mpsc::error::TryRecvError::Empty) => break,
-                            Err(mpsc::error::TryRecvError::Disconnected) => {
-                                closed = true;
-                                break;
-                            }
-                        }
-                    }
-                }
-                None => closed = true,
-            },
+            msg = interactive_rx.recv(), if open(Lane::Interactive, &held, &closed) => {
+                receive(msg, interactive_rx, Lane::Interactive, &mut held, &mut closed, max_queue, &metrics);
+            }
+            msg = bulk_rx.recv(), if open(Lane::Bulk, &held, &closed) => {
+                receive(msg, bulk_rx, Lane::Bulk, &mut held, &mut closed, max_queue, &metrics);
+            }
             _ = sleep_until_opt(wake_at), if wake_at.is_some() => {}
         }
     }
@@ -566,23 +800,61 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-fn enqueue(
-    queue: &mut VecDeque<Queued>,
-    waiters: &mut HashMap<CacheKey, Vec<Waiter>>,
-    s: Submission,
+/// Enqueues a received submission of `lane` and everything else already submitted in
+/// that lane: a document's sentences (or a burst of jobs) arrive together, and cutting
+/// at the first of them would send an idle replica a batch of one.
+fn receive(
+    msg: Option<Submission>,
+    rx: &mut mpsc::Receiver<Submission>,
+    lane: Lane,
+    held: &mut Held,
+    closed: &mut [bool; 2],
+    max_queue: usize,
     metrics: &Metrics,
 ) {
-    if let Some(w) = waiters.get_mut(&s.key) {
+    let Some(s) = msg else {
+        closed[lane_index(lane)] = true;
+        return;
+    };
+    enqueue(held, s, metrics);
+    while held.per_lane[lane_index(lane)] < max_queue {
+        match rx.try_recv() {
+            Ok(s) => enqueue(held, s, metrics),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                closed[lane_index(lane)] = true;
+                break;
+            }
+        }
+    }
+}
+
+fn enqueue(held: &mut Held, s: Submission, metrics: &Metrics) {
+    if let Some(w) = held.waiters.get_mut(&s.key) {
         w.push(s.waiter);
         metrics.segments_deduplicated.inc();
+        // Merged texts take the higher lane: someone waiting on it now is interactive.
+        if s.lane > Lane::Bulk {
+            if let Some(q) = held
+                .queue
+                .iter_mut()
+                .find(|q| q.key == s.key && q.pending.lane < s.lane)
+            {
+                dec(&mut held.per_lane[lane_index(q.pending.lane)]);
+                held.per_lane[lane_index(s.lane)] += 1;
+                q.pending.lane = s.lane;
+            }
+        }
         return;
     }
-    waiters.insert(s.key, vec![s.waiter]);
-    queue.push_back(Queued {
+    held.waiters.insert(s.key, vec![s.waiter]);
+    held.per_lane[lane_index(s.lane)] += 1;
+    held.queue.push_back(Queued {
         pending: Pending {
             tokens: s.tokens.len(),
             options: s.options,
             enqueued: Instant::now(),
+            lane: s.lane,
         },
         key: s.key,
         tokens: s.tokens,
@@ -590,17 +862,19 @@ fn enqueue(
     });
 }
 
-fn take_batch(
-    queue: &mut VecDeque<Queued>,
-    waiters: &mut HashMap<CacheKey, Vec<Waiter>>,
-    positions: &[usize],
-    metrics: &Metrics,
-) -> Batch {
+/// One text fewer in a lane's count (never below zero: the counts only steer when
+/// to receive, so a miscount must not panic).
+fn dec(count: &mut usize) {
+    *count = count.saturating_sub(1);
+}
+
+fn take_batch(held: &mut Held, positions: &[usize], metrics: &Metrics) -> Batch {
     let now = Instant::now();
     let mut taken: Vec<Queued> = Vec::with_capacity(positions.len());
     // Remove from the back so earlier positions stay valid.
     for &p in positions.iter().rev() {
-        if let Some(q) = queue.remove(p) {
+        if let Some(q) = held.queue.remove(p) {
+            dec(&mut held.per_lane[lane_index(q.pending.lane)]);
             taken.push(q);
         }
     }
@@ -620,10 +894,10 @@ fn take_batch(
     let mut prefixes = Vec::with_capacity(taken.len());
     let mut ws = Vec::with_capacity(taken.len());
     for q in taken {
-        metrics
-            .batch_wait_seconds
-            .observe(now.duration_since(q.pending.enqueued).as_secs_f64());
-        ws.push(waiters.remove(&q.key).unwrap_or_default());
+        let waited = now.duration_since(q.pending.enqueued).as_secs_f64();
+        metrics.batch_wait_seconds.observe(waited);
+        metrics.lane_wait_seconds[lane_index(q.pending.lane)].observe(waited);
+        ws.push(held.waiters.remove(&q.key).unwrap_or_default());
         sources.push(q.tokens);
         prefixes.push(q.prefix);
     }
@@ -744,6 +1018,7 @@ mod tests {
             max_wait: Duration::from_millis(10),
             max_delay: Duration::from_secs(3600),
             max_queued: 1024,
+            interactive_burst: 2,
         }
     }
 
@@ -754,8 +1029,120 @@ mod tests {
                 tokens,
                 options: opts(beam),
                 enqueued: t0 + Duration::from_millis(at_ms),
+                lane: Lane::Bulk,
             })
             .collect()
+    }
+
+    /// Like [`q`], each text with its lane.
+    fn ql(items: &[(usize, Lane, u64)], t0: Instant) -> VecDeque<Pending> {
+        items
+            .iter()
+            .map(|&(tokens, lane, at_ms)| Pending {
+                tokens,
+                options: opts(1),
+                enqueued: t0 + Duration::from_millis(at_ms),
+                lane,
+            })
+            .collect()
+    }
+
+    const B: Lane = Lane::Bulk;
+    const I: Lane = Lane::Interactive;
+
+    #[test]
+    fn interactive_texts_lead_and_are_topped_up_with_shorter_bulk_texts() {
+        let t0 = Instant::now();
+        let roomy = Policy {
+            max_batch_tokens: 1000,
+            ..policy()
+        };
+        // Bulk 40, 40, 40 form a full run (the single-lane policy would cut it); the
+        // interactive 12 leads instead, topped up with the longest bulk texts no
+        // longer than 12 (10, then 9; 30 and 40 would widen the batch).
+        let queue = ql(
+            &[
+                (40, B, 0),
+                (40, B, 0),
+                (40, B, 0),
+                (9, B, 1),
+                (30, B, 1),
+                (10, B, 2),
+                (12, I, 3),
+            ],
+            t0,
+        );
+        // Topped up to full, it is cut at once, although a replica is busy and the
+        // interactive text alone would wait up to max_wait for company.
+        assert_eq!(
+            next_lane_batch(&queue, t0 + Duration::from_millis(4), &roomy, 1, 2, 0, 0),
+            Decision::Cut(vec![3, 5, 6])
+        );
+        // Not full and nothing to top up with: it waits (max_wait), as a lone text does.
+        let lone = ql(&[(40, B, 0), (12, I, 3)], t0);
+        assert_eq!(
+            next_lane_batch(&lone, t0 + Duration::from_millis(4), &roomy, 1, 2, 0, 0),
+            Decision::WaitUntil(t0 + Duration::from_millis(13))
+        );
+        // ... and goes at once on an idle engine.
+        assert_eq!(
+            next_lane_batch(&lone, t0 + Duration::from_millis(4), &roomy, 2, 2, 0, 0),
+            Decision::Cut(vec![1])
+        );
+    }
+
+    #[test]
+    fn bulk_leads_once_the_interactive_burst_is_spent() {
+        let t0 = Instant::now();
+        let roomy = Policy {
+            max_batch_tokens: 1000,
+            ..policy()
+        };
+        let queue = ql(
+            &[(40, B, 0), (40, B, 0), (40, B, 0), (12, I, 3), (12, I, 3)],
+            t0,
+        );
+        let now = t0 + Duration::from_millis(4);
+        // Streak below the burst (2): interactive leads.
+        assert_eq!(
+            next_lane_batch(&queue, now, &roomy, 2, 2, 0, 1),
+            Decision::Cut(vec![3, 4])
+        );
+        // Spent: the bulk run goes, with no interactive text in it.
+        assert_eq!(
+            next_lane_batch(&queue, now, &roomy, 2, 2, 0, 2),
+            Decision::Cut(vec![0, 1, 2])
+        );
+        // No bulk text waiting: the streak does not matter.
+        let only = ql(&[(12, I, 0), (12, I, 0), (12, I, 0)], t0);
+        assert_eq!(
+            next_lane_batch(&only, now, &roomy, 1, 2, 0, 9),
+            Decision::Cut(vec![0, 1, 2])
+        );
+        // The streak counts batches led by interactive texts that left bulk waiting.
+        assert_eq!(next_streak(0, true, true), 1);
+        assert_eq!(next_streak(1, true, true), 2);
+        assert_eq!(next_streak(2, false, true), 0);
+        assert_eq!(next_streak(2, true, false), 0);
+    }
+
+    #[test]
+    fn interactive_runs_are_sorted_by_length_among_themselves() {
+        let t0 = Instant::now();
+        let roomy = Policy {
+            max_batch_tokens: 1000,
+            ..policy()
+        };
+        // Interactive 50, 49, 48 is a full run that pads least; the oldest interactive
+        // text (5) and the bulk text are passed over while young.
+        let queue = ql(
+            &[(30, B, 0), (5, I, 1), (50, I, 2), (49, I, 3), (48, I, 4)],
+            t0,
+        );
+        assert_eq!(
+            next_lane_batch(&queue, t0 + Duration::from_millis(5), &roomy, 1, 2, 0, 0),
+            Decision::Cut(vec![2, 3, 4])
+        );
     }
 
     #[test]
@@ -1067,6 +1454,7 @@ mod tests {
                 max_wait: Duration::from_millis(5),
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
+                interactive_burst: 2,
             },
             metrics.clone(),
         );
@@ -1151,6 +1539,7 @@ mod tests {
                 max_wait: Duration::from_secs(5),
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
+                interactive_burst: 2,
             },
             metrics,
         );
@@ -1159,6 +1548,147 @@ mod tests {
             .await
             .unwrap();
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    /// Records the texts of every batch.
+    struct Recorder {
+        batches: Mutex<Vec<Vec<String>>>,
+        delay: Duration,
+    }
+
+    impl Backend for Recorder {
+        fn translate(
+            &self,
+            sources: &[Vec<String>],
+            _: &[Option<String>],
+            _: &DecodeOptions,
+        ) -> Result<Vec<String>, EngineError> {
+            self.batches
+                .lock()
+                .unwrap()
+                .push(sources.iter().map(|s| s.join(" ")).collect());
+            std::thread::sleep(self.delay);
+            Ok(sources.iter().map(|s| s.join(" ")).collect())
+        }
+
+        fn replicas(&self) -> usize {
+            1
+        }
+    }
+
+    fn submit(
+        h: &BatcherHandle,
+        lane: Lane,
+        k: u8,
+        text: &str,
+    ) -> tokio::task::JoinHandle<Result<String, BatchError>> {
+        let h = h.clone();
+        let text = text.to_owned();
+        tokio::spawn(async move {
+            h.translate_in(lane, key(k), vec![text], None, opts(1))
+                .await
+        })
+    }
+
+    #[tokio::test]
+    async fn an_interactive_text_overtakes_a_bulk_backlog_larger_than_the_window() {
+        let backend = Arc::new(Recorder {
+            batches: Mutex::new(Vec::new()),
+            delay: Duration::from_millis(20),
+        });
+        let metrics = Arc::new(Metrics::default());
+        // A window of 4 texts per lane and batches of 2: 60 bulk texts wait mostly in
+        // the submission channel and outside it, where an interactive text would queue
+        // behind them without a lane of its own.
+        let (h, task) = spawn(
+            backend.clone(),
+            Policy {
+                max_batch_size: 2,
+                min_batch_size: 2,
+                max_batch_tokens: 1000,
+                max_wait: Duration::from_millis(5),
+                max_delay: Duration::from_secs(3600),
+                max_queued: 4,
+                interactive_burst: 2,
+            },
+            metrics.clone(),
+        );
+        let bulk: Vec<_> = (0..60u8)
+            .map(|i| submit(&h, Lane::Bulk, i, &format!("b{i}")))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let urgent = submit(&h, Lane::Interactive, 200, "urgent");
+        assert_eq!(urgent.await.unwrap().unwrap(), "urgent");
+        let pos = backend
+            .batches
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|b| b.iter().any(|t| t == "urgent"))
+            .expect("the interactive text was batched");
+        for (i, b) in bulk.into_iter().enumerate() {
+            assert_eq!(b.await.unwrap().unwrap(), format!("b{i}"), "bulk text {i}");
+        }
+        let batches = backend.batches.lock().unwrap().clone();
+        // About 3 batches ran in the 50 ms before it came: it went in one of the next
+        // two (one running, one cut when the replica freed), long before the 30 bulk
+        // batches drained.
+        assert!(
+            pos <= 6,
+            "interactive text in batch {pos} of {}: {batches:?}",
+            batches.len()
+        );
+        assert!(batches.len() >= 30, "{batches:?}");
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 61);
+        assert_eq!(metrics.lane_wait_seconds[1].count(), 1);
+        assert_eq!(metrics.lane_wait_seconds[0].count(), 60);
+        drop(h);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_text_merged_from_both_lanes_takes_the_interactive_lane() {
+        let backend = Arc::new(Recorder {
+            batches: Mutex::new(Vec::new()),
+            delay: Duration::from_millis(30),
+        });
+        let metrics = Arc::new(Metrics::default());
+        let (h, _task) = spawn(
+            backend.clone(),
+            Policy {
+                max_batch_size: 1,
+                min_batch_size: 1,
+                max_batch_tokens: 1000,
+                max_wait: Duration::from_millis(5),
+                max_delay: Duration::from_secs(3600),
+                max_queued: 64,
+                interactive_burst: 4,
+            },
+            metrics.clone(),
+        );
+        // Occupy the replica, then queue bulk texts; "shared" is the last of them.
+        let first = submit(&h, Lane::Bulk, 0, "first");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut bulk: Vec<_> = (1..6u8)
+            .map(|i| submit(&h, Lane::Bulk, i, &format!("b{i}")))
+            .collect();
+        bulk.push(submit(&h, Lane::Bulk, 9, "shared"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let again = submit(&h, Lane::Interactive, 9, "shared");
+        assert_eq!(again.await.unwrap().unwrap(), "shared");
+        first.await.unwrap().unwrap();
+        for b in bulk {
+            b.await.unwrap().unwrap();
+        }
+        let batches = backend.batches.lock().unwrap().clone();
+        // Translated once, right after the batch that was running.
+        assert_eq!(
+            batches.iter().filter(|b| b[0] == "shared").count(),
+            1,
+            "{batches:?}"
+        );
+        assert_eq!(batches[1], ["shared"], "{batches:?}");
+        assert_eq!(metrics.segments_deduplicated.get(), 1);
     }
 
     /// Simulations of the policy over a clock and replicas of its own, for the
@@ -1178,6 +1708,23 @@ mod tests {
         /// Runs `arrivals` (sorted by time) through the policy with `replicas`
         /// replicas, each batch taking 1 ms plus 0.05 ms per padded token.
         fn run(arrivals: &[Arrival], p: &Policy, replicas: usize) -> Trace {
+            let laned: Vec<LanedArrival> = arrivals
+                .iter()
+                .map(|&(l, b, ms)| (l, b, ms, Lane::Bulk))
+                .collect();
+            run_lanes(&laned, p, replicas).0
+        }
+
+        /// One text of a run with its lane.
+        type LanedArrival = (usize, u32, u64, Lane);
+
+        /// Like [`run`] over two lanes, keeping the interactive streak as the queue
+        /// task does, and checking at every cut that interactive texts lead unless
+        /// bulk has its turn, that a bulk-led cut holds no interactive text, that
+        /// top-up bulk texts are no longer than the interactive ones, and that the
+        /// streak never passes the burst. Also returns, per cut, whether it was led
+        /// by interactive texts.
+        fn run_lanes(arrivals: &[LanedArrival], p: &Policy, replicas: usize) -> (Trace, Vec<bool>) {
             let t0 = Instant::now();
             let at = |ms: u64| t0 + Duration::from_millis(ms);
             let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -1187,13 +1734,16 @@ mod tests {
             let mut next = 0usize;
             let mut now = 0u64;
             let mut cuts = Vec::new();
+            let mut led = Vec::new();
+            let mut streak = 0usize;
             loop {
                 while next < arrivals.len() && arrivals[next].2 <= now {
-                    let (tokens, beam, ms) = arrivals[next];
+                    let (tokens, beam, ms, lane) = arrivals[next];
                     queue.push_back(Pending {
                         tokens,
                         options: opts(beam),
                         enqueued: at(ms),
+                        lane,
                     });
                     ids.push_back(next);
                     next += 1;
@@ -1203,7 +1753,8 @@ mod tests {
                     .filter(|&r| busy_until[r] > now)
                     .map(|r| running[r])
                     .sum();
-                let decision = next_batch(&queue, at(now), p, free.len(), replicas, in_batches);
+                let decision =
+                    next_lane_batch(&queue, at(now), p, free.len(), replicas, in_batches, streak);
                 let mut wake = arrivals.get(next).map(|a| a.2);
                 let soonest_free = busy_until.iter().copied().filter(|&b| b > now).min();
                 match decision {
@@ -1221,6 +1772,31 @@ mod tests {
                         );
                         let options = queue[positions[0]].options;
                         assert!(positions.iter().all(|&i| queue[i].options == options));
+                        let has = |lane| queue.iter().any(|q| q.lane == lane);
+                        let bulk_turn = has(Lane::Bulk) && streak >= p.interactive_burst;
+                        let interactive = positions
+                            .iter()
+                            .any(|&i| queue[i].lane == Lane::Interactive);
+                        assert!(
+                            streak <= p.interactive_burst,
+                            "streak {streak} past the burst"
+                        );
+                        if has(Lane::Interactive) && !bulk_turn {
+                            assert!(interactive, "interactive texts queued, a bulk batch cut");
+                        }
+                        if interactive {
+                            let width = positions
+                                .iter()
+                                .filter(|&&i| queue[i].lane == Lane::Interactive)
+                                .map(|&i| queue[i].tokens)
+                                .max()
+                                .unwrap_or(0);
+                            assert!(
+                                positions.iter().all(|&i| queue[i].tokens <= width
+                                    || queue[i].lane == Lane::Interactive),
+                                "a top-up text widens the batch"
+                            );
+                        }
                         let mut taken = Vec::new();
                         for &i in positions.iter().rev() {
                             queue.remove(i);
@@ -1230,6 +1806,12 @@ mod tests {
                         busy_until[r] = now + 1 + (longest * positions.len()) as u64 / 20;
                         running[r] = positions.len();
                         cuts.push((now, taken));
+                        led.push(interactive);
+                        streak = next_streak(
+                            streak,
+                            interactive,
+                            queue.iter().any(|q| q.lane == Lane::Bulk),
+                        );
                         continue;
                     }
                     Decision::WaitUntil(t) => {
@@ -1256,7 +1838,7 @@ mod tests {
                 }
             }
             assert!(queue.is_empty(), "texts left queued");
-            Trace { cuts }
+            (Trace { cuts }, led)
         }
 
         /// Padded tokens of CTranslate2's way: sort everything longest first, cut
@@ -1280,6 +1862,16 @@ mod tests {
             total + batch.first().map_or(0, |w| w * batch.len())
         }
 
+        /// (length, beam, arrival, lane): interactive about one text in five.
+        fn laned_arrival(until_ms: u64) -> impl Strategy<Value = LanedArrival> {
+            (
+                1usize..160,
+                prop_oneof![Just(1u32), Just(4)],
+                0u64..until_ms,
+                prop_oneof![4 => Just(Lane::Bulk), 1 => Just(Lane::Interactive)],
+            )
+        }
+
         fn policy_strategy() -> impl Strategy<Value = Policy> {
             (
                 1usize..48,
@@ -1287,14 +1879,16 @@ mod tests {
                 64usize..4096,
                 0u64..20,
                 prop_oneof![Just(0u64), 1u64..400, Just(1_000_000)],
+                1usize..6,
             )
-                .prop_map(|(size, min, tokens, wait, delay)| Policy {
+                .prop_map(|(size, min, tokens, wait, delay, burst)| Policy {
                     max_batch_size: size,
                     min_batch_size: min,
                     max_batch_tokens: tokens,
                     max_wait: Duration::from_millis(wait),
                     max_delay: Duration::from_millis(delay),
                     max_queued: 1024,
+                    interactive_burst: burst,
                 })
         }
 
@@ -1350,6 +1944,103 @@ mod tests {
                         mine - first_after <= older_left,
                         "text {} batched {} cuts after its due time, {} older texts left",
                         i, mine - first_after, older_left
+                    );
+                }
+            }
+
+            /// Lanes: every text is batched exactly once, and `run_lanes` checks at every
+            /// cut that interactive texts lead unless bulk has its turn, and that the
+            /// streak never passes the burst.
+            #[test]
+            fn every_laned_text_is_batched_exactly_once(
+                mut arrivals in proptest::collection::vec(laned_arrival(2000), 0..300),
+                p in policy_strategy(),
+                replicas in 1usize..4,
+            ) {
+                arrivals.sort_by_key(|a| a.2);
+                let (trace, _) = run_lanes(&arrivals, &p, replicas);
+                let mut seen: Vec<usize> = trace.cuts.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+                seen.sort_unstable();
+                prop_assert_eq!(seen, (0..arrivals.len()).collect::<Vec<_>>());
+            }
+
+            /// The stated bounds: once a text has waited max(`max_delay`, `max_wait`),
+            /// a bulk text is batched within (burst + 1) × (k + 1) cuts and an
+            /// interactive one within k + 2 + ⌊k / burst⌋ cuts, k being the older texts
+            /// of its lane still queued then.
+            #[test]
+            fn no_laned_text_waits_past_its_bound(
+                mut arrivals in proptest::collection::vec(laned_arrival(3000), 1..300),
+                p in policy_strategy(),
+                replicas in 1usize..4,
+            ) {
+                arrivals.sort_by_key(|a| a.2);
+                let (trace, _) = run_lanes(&arrivals, &p, replicas);
+                let delay = p.max_delay.max(p.max_wait).as_millis() as u64;
+                let burst = p.interactive_burst;
+                let batched_at: HashMap<usize, usize> = trace
+                    .cuts
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
+                    .collect();
+                for (i, a) in arrivals.iter().enumerate() {
+                    let due = a.2 + delay;
+                    let Some(first_after) = trace.cuts.iter().position(|(t, _)| *t >= due) else { continue };
+                    let mine = batched_at[&i];
+                    if mine < first_after {
+                        continue;
+                    }
+                    let k = (0..i)
+                        .filter(|j| arrivals[*j].3 == a.3 && arrivals[*j].2 <= due && batched_at[j] >= first_after)
+                        .count();
+                    let bound = match a.3 {
+                        Lane::Bulk => (burst + 1) * (k + 1) - 1,
+                        Lane::Interactive => k + 1 + k / burst,
+                    };
+                    prop_assert!(
+                        mine - first_after <= bound,
+                        "{:?} text {} batched {} cuts after its due time (bound {}), {} older left",
+                        a.3, i, mine - first_after, bound, k
+                    );
+                }
+            }
+
+            /// Under a bulk backlog, an interactive text is batched within a number of
+            /// cuts after its arrival that depends on the interactive texts alone,
+            /// never on the size of the backlog, whatever the policy.
+            #[test]
+            fn interactive_texts_overtake_a_bulk_backlog(
+                backlog in proptest::collection::vec(1usize..160, 100..400),
+                interactive in proptest::collection::vec((1usize..60, 1u64..400), 1..8),
+                p in policy_strategy(),
+                replicas in 1usize..3,
+            ) {
+                let mut arrivals: Vec<LanedArrival> = backlog.iter().map(|&l| (l, 1, 0, Lane::Bulk)).collect();
+                let mut t = 0;
+                for &(len, gap) in &interactive {
+                    t += gap;
+                    arrivals.push((len, 1, t, Lane::Interactive));
+                }
+                arrivals.sort_by_key(|a| a.2);
+                let (trace, _) = run_lanes(&arrivals, &p, replicas);
+                let batched_at: HashMap<usize, usize> = trace
+                    .cuts
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
+                    .collect();
+                // Each cut before this text's either holds another interactive text
+                // (m - 1 at most) or is bulk's turn (one per `burst` interactive-led
+                // cuts, and one at the start): a constant, whatever the backlog.
+                let m = interactive.len();
+                let bound = m + m / p.interactive_burst;
+                for (i, a) in arrivals.iter().enumerate().filter(|(_, a)| a.3 == Lane::Interactive) {
+                    let first = trace.cuts.iter().position(|(t, _)| *t >= a.2).unwrap_or(trace.cuts.len());
+                    prop_assert!(
+                        batched_at[&i] <= first + bound,
+                        "interactive text {} arrived before cut {}, batched at cut {} (bound +{})",
+                        i, first, batched_at[&i], bound
                     );
                 }
             }

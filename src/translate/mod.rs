@@ -2,6 +2,8 @@
 //!
 //! - `segment`: documents cut into sentences, over-long sentences halved, byte-exact
 //!   reassembly (pure).
+//! - `html`: HTML documents (`format: "html"`): sentences across inline tags, markup
+//!   kept byte for byte (pure).
 //! - `cache`: the content-addressed Redis cache with its circuit breaker.
 //! - `batcher`: the batching policy (a pure function), the queue task and one engine
 //!   thread per replica.
@@ -13,13 +15,14 @@
 mod batcher;
 mod cache;
 mod engine;
+pub(crate) mod html;
 mod languages;
 mod model_spec;
 pub(crate) mod segment;
 
 pub use batcher::{
-    batch_size, next_batch, spawn, spawn_gated, BatchError, BatcherHandle, CpuGate, Decision,
-    GatePass, Pending, Policy,
+    batch_size, lane_index, next_batch, next_lane_batch, next_streak, spawn, spawn_gated,
+    BatchError, BatcherHandle, CpuGate, Decision, GatePass, Lane, Pending, Policy,
 };
 pub use cache::{Cache, CacheError, CacheKey, KeyContext};
 pub use engine::{

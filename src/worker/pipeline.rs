@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use translation_client::wire::Format;
 use translation_client::wire::{pair_key, parse_pair};
 use translation_client::wire::{
     parse_job, unix_ms_now, DecodeOptions, ErrorBody, ErrorCode, Job, JobError, Reply,
@@ -14,8 +15,8 @@ use translation_client::wire::{
 
 use crate::config::{Config, ModelConfig};
 use crate::telemetry::Metrics;
-use crate::translate::segment;
-use crate::translate::{BatcherHandle, Cache, CacheKey, Engine, EngineError, KeyContext};
+use crate::translate::{html, segment};
+use crate::translate::{BatcherHandle, Cache, CacheKey, Engine, EngineError, KeyContext, Lane};
 
 /// State shared by every job.
 pub(super) struct Shared {
@@ -27,7 +28,9 @@ pub(super) struct Shared {
     /// holds every token of it (≈ 500 bytes each, before the cut to
     /// `max_input_length`), so without this a flood of long texts costs that
     /// `prefetch` times over; more at once would not run faster on these CPUs.
-    pub(super) tokenize_permits: Arc<tokio::sync::Semaphore>,
+    /// One pool per lane ([`crate::translate::lane_index`]), so an interactive job
+    /// never queues for its permit behind a backlog of bulk documents.
+    pub(super) tokenize_permits: [Arc<tokio::sync::Semaphore>; 2],
     /// Redis cache (or its stand-in when disabled).
     pub(super) cache: Cache,
     /// Counters and histograms.
@@ -84,9 +87,30 @@ impl Route<'_> {
 struct Segmented {
     /// What is translated (sentences, or whole texts).
     units: Vec<String>,
-    /// Per text: its units' ranges inside the text (`split`), and where its units
-    /// start in `units`.
-    layout: Vec<(Vec<Range<usize>>, usize)>,
+    /// Per text: how its units go back into it, and where its units start in
+    /// `units`.
+    layout: Vec<(Layout, usize)>,
+}
+
+/// How one document's units are put back together.
+enum Layout {
+    /// Plain text (`split: sentences`): the units' ranges inside the text.
+    Sentences(Vec<Range<usize>>),
+    /// HTML (`format: html`): the document's plan.
+    Html(html::Plan),
+    /// The document could not be segmented: why (it fails on its own).
+    Failed(String),
+}
+
+impl Layout {
+    /// Number of units.
+    fn len(&self) -> usize {
+        match self {
+            Layout::Sentences(ranges) => ranges.len(),
+            Layout::Html(plan) => plan.segment_count(),
+            Layout::Failed(_) => 0,
+        }
+    }
 }
 
 /// A job's texts after translation.
@@ -127,14 +151,16 @@ pub struct Outcome {
 
 impl Shared {
     /// Processes one job body; `model` is the queue's model when the job came from
-    /// one, `routing_key` its key (the pair, when the body names none).
+    /// one, `routing_key` its key (the pair, when the body names none), `lane` the
+    /// lane its texts are batched in.
     pub(super) async fn process(
         &self,
         body: &[u8],
         model: Option<usize>,
         routing_key: Option<&str>,
+        lane: Lane,
     ) -> Outcome {
-        match self.try_process(body, model, routing_key).await {
+        match self.try_process(body, model, routing_key, lane).await {
             Ok(o) => o,
             Err(e) => Outcome {
                 reply: e.into(),
@@ -201,6 +227,7 @@ impl Shared {
         body: &[u8],
         model: Option<usize>,
         routing_key: Option<&str>,
+        lane: Lane,
     ) -> Result<Outcome, JobError> {
         let job = parse_job(body, &self.config.limits)?;
         let id = job.id.clone();
@@ -216,7 +243,7 @@ impl Shared {
             .map_err(|e| e.with_id(id.clone()))?;
         let deadline_error =
             || JobError::new(ErrorCode::DeadlineExceeded, "deadline_ms passed").with_id(id.clone());
-        let work = self.translate_job(&route, job.texts, job.split, options);
+        let work = self.translate_job(&route, job.texts, (job.split, job.format), options, lane);
         let done = match job.deadline_ms {
             None => work.await,
             Some(ms) => {
@@ -264,19 +291,22 @@ impl Shared {
         })
     }
 
-    /// Translates a job's texts: whole, or (`split`) sentence by sentence, each
-    /// sentence a cache entry of its own, put back together with the text's own
-    /// whitespace between them. A text that fails (the engine failed on it even
-    /// alone) is reported in `errors` and does not fail its neighbours.
+    /// Translates a job's texts: whole, or (`split`, or `format: html`) sentence by
+    /// sentence, each sentence a cache entry of its own, put back together with the
+    /// text's own whitespace (and HTML markup) between them. A text that fails (the
+    /// engine failed on it even alone) is reported in `errors` and does not fail its
+    /// neighbours.
     async fn translate_job(
         &self,
         route: &Route<'_>,
         texts: Vec<String>,
-        split: Split,
+        (split, format): (Split, Format),
         options: DecodeOptions,
+        lane: Lane,
     ) -> Result<Translated, JobError> {
-        if split == Split::None {
-            let units = self.translate_units(route, texts, options).await?;
+        // HTML is always a document (see `Format::Html`).
+        if split == Split::None && format == Format::Text {
+            let units = self.translate_units(route, texts, options, lane).await?;
             let (translations, errors) = units
                 .results
                 .into_iter()
@@ -298,11 +328,11 @@ impl Shared {
         let lang = route.source.clone();
         let with_token = route.language_tokens().0.is_some();
         let max_tokens = route.model.engine.max_input_length();
-        let permit = self.tokenize_permit().await?;
+        let permit = self.tokenize_permit(lane).await?;
         // Segmenting (and measuring long sentences in tokens) is CPU work.
         let (texts, seg) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let seg = segment_texts(&texts, &lang, |s| {
+            let seg = segment_texts(&texts, &lang, format, |s| {
                 // A piece covers at least one byte, so a short sentence surely fits
                 // without being tokenized.
                 if s.len() + 3 <= max_tokens {
@@ -315,7 +345,7 @@ impl Shared {
         .await
         .map_err(|e| internal(format!("segmenting task failed: {e}")))?;
         let Segmented { units, layout } = seg;
-        let units = self.translate_units(route, units, options).await?;
+        let units = self.translate_units(route, units, options, lane).await?;
         let n_texts = texts.len();
         let mut done = Translated {
             translations: Vec::with_capacity(n_texts),
@@ -326,8 +356,8 @@ impl Shared {
             to_store: units.to_store,
         };
         let mut stats = Vec::with_capacity(n_texts);
-        for (text, (ranges, first)) in texts.iter().zip(layout) {
-            let n = ranges.len();
+        for (text, (layout, first)) in texts.iter().zip(layout) {
+            let n = layout.len();
             let span = first..first + n;
             let results = &units.results[span.clone()];
             let hits = units.cached[span.clone()].iter().filter(|c| **c).count();
@@ -344,6 +374,10 @@ impl Shared {
                     .err()
                     .map(|e| format!("segment {} of {n} failed: {e}", j + 1))
             });
+            let failure = match &layout {
+                Layout::Failed(e) => Some(e.clone()),
+                _ => failure,
+            };
             if let Some(e) = failure {
                 done.translations.push(String::new());
                 done.cached.push(false);
@@ -354,6 +388,16 @@ impl Shared {
                 .iter()
                 .map(|r| r.as_ref().map_or("", String::as_str))
                 .collect();
+            let ranges = match layout {
+                Layout::Sentences(ranges) => ranges,
+                Layout::Html(plan) => {
+                    done.translations.push(plan.rebuild(text, &outs));
+                    done.cached.push(n > 0 && hits == n);
+                    done.errors.push(None);
+                    continue;
+                }
+                Layout::Failed(_) => Vec::new(),
+            };
             // Segments that touched in the source (CJK) are kept apart by a space when
             // their translations are in a script written with spaces.
             let outs: Vec<std::borrow::Cow<'_, str>> = outs
@@ -384,8 +428,11 @@ impl Shared {
     }
 
     /// A slot to tokenize (or segment) on the blocking pool; see `tokenize_permits`.
-    async fn tokenize_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, JobError> {
-        self.tokenize_permits
+    async fn tokenize_permit(
+        &self,
+        lane: Lane,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, JobError> {
+        self.tokenize_permits[crate::translate::lane_index(lane)]
             .clone()
             .acquire_owned()
             .await
@@ -401,6 +448,7 @@ impl Shared {
         route: &Route<'_>,
         mut texts: Vec<String>,
         options: DecodeOptions,
+        lane: Lane,
     ) -> Result<UnitResults, JobError> {
         let n = texts.len();
         let key_ctx = route.keys();
@@ -456,7 +504,7 @@ impl Shared {
             let source_token = source_token.clone();
             // Held by the blocking task itself, so a job given up at its deadline
             // still counts until its tokenizing really ends.
-            let permit = self.tokenize_permit().await?;
+            let permit = self.tokenize_permit(lane).await?;
             // Tokenizing long documents is CPU work: keep it off the async threads.
             let tokens: Vec<Result<(Vec<String>, bool), EngineError>> =
                 tokio::task::spawn_blocking(move || {
@@ -481,7 +529,7 @@ impl Shared {
                     async move {
                         let (toks, _) = toks.map_err(|e| e.to_string())?;
                         batcher
-                            .translate_with_prefix(*key, toks, prefix, options)
+                            .translate_in(lane, *key, toks, prefix, options)
                             .await
                             .map_err(|e| e.to_string())
                     }
@@ -496,7 +544,7 @@ impl Shared {
                 }
             }
         }
-        self.measure_hits(route, &texts, &cached, &mut truncated)
+        self.measure_hits(route, &texts, &cached, &mut truncated, lane)
             .await?;
         let results = out
             .into_iter()
@@ -519,6 +567,7 @@ impl Shared {
         texts: &[String],
         cached: &[bool],
         truncated: &mut [bool],
+        lane: Lane,
     ) -> Result<(), JobError> {
         let engine = &route.model.engine;
         let max_tokens = engine.max_input_length();
@@ -534,7 +583,7 @@ impl Shared {
         }
         let engine = engine.clone();
         let with_token = route.language_tokens().0.is_some();
-        let permit = self.tokenize_permit().await?;
+        let permit = self.tokenize_permit(lane).await?;
         let measured = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             long.into_iter()
@@ -553,20 +602,32 @@ impl Shared {
 /// Segments of one job tokenized and queued at once (see `translate_units`).
 const UNITS_IN_FLIGHT: usize = 64;
 
-/// Cuts each text into sentences, and any sentence `fits` refuses into halves until
-/// every piece fits (a piece that cannot be cut further goes as it is, and
-/// CTranslate2 truncates it). A piece the tokenizer fails on is taken as fitting: it
+/// Cuts each text into sentences (an HTML text: its text between the markup, see
+/// [`html::plan`]), and any sentence `fits` refuses into halves until every piece
+/// fits (a piece that cannot be cut further goes as it is, and CTranslate2 truncates
+/// it). A piece the tokenizer fails on is taken as fitting: it
 /// fails again, as its text's own error, when it is tokenized for translation.
 /// Blocking.
 fn segment_texts(
     texts: &[String],
     lang: &str,
+    format: Format,
     mut fits: impl FnMut(&str) -> Result<bool, EngineError>,
 ) -> Segmented {
     let mut units = Vec::new();
     let mut layout = Vec::with_capacity(texts.len());
     for text in texts {
         let first = units.len();
+        if format == Format::Html {
+            match html::plan(text, lang, |piece| fits(piece).unwrap_or(true)) {
+                Ok(plan) => {
+                    units.extend(plan.segments());
+                    layout.push((Layout::Html(plan), first));
+                }
+                Err(e) => layout.push((Layout::Failed(e.to_string()), first)),
+            }
+            continue;
+        }
         let mut ranges = Vec::new();
         for sentence in segment::sentences(text, lang) {
             ranges.extend(segment::split_to_fit(text, sentence, |piece| {
@@ -579,7 +640,7 @@ fn segment_texts(
                 .iter()
                 .map(|r| text.get(r.clone()).unwrap_or_default().to_owned()),
         );
-        layout.push((ranges, first));
+        layout.push((Layout::Sentences(ranges), first));
     }
     Segmented { units, layout }
 }

@@ -10,11 +10,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use translation_client::url::redact_url;
 use translation_client::wire::{pair_key, Reply};
+use translation_client::Lane;
 
 use super::pipeline::{Outcome, Shared};
 use super::start::{Worker, WorkerError};
-use crate::amqp::{self, BrokerError, DeadLetter, QueueBinding, Session};
-use crate::translate::CacheKey;
+use crate::amqp::{self, BrokerError, ConsumeOn, DeadLetter, QueueBinding, Session};
+use crate::translate::{lane_index, CacheKey};
 
 impl Worker {
     /// Consumes until `shutdown` fires, reconnecting to the broker with exponential
@@ -32,7 +33,7 @@ impl Worker {
         let shared = self.shared.clone();
         let self_metrics = shared.metrics.clone();
         let amqp = &shared.config.amqp;
-        let bindings: Vec<QueueBinding> = shared
+        let bulk: Vec<QueueBinding> = shared
             .models
             .iter()
             .map(|m| QueueBinding {
@@ -40,6 +41,11 @@ impl Worker {
                 routing_keys: m.pairs.iter().map(|(s, t)| pair_key(s, t)).collect(),
             })
             .collect();
+        // Bulk queues first, then (when on) every interactive lane: see `lanes`.
+        let mut bindings = bulk.clone();
+        if amqp.interactive_lane {
+            bindings.extend(bulk.iter().map(|b| b.in_lane(Lane::Interactive)));
+        }
         let tracker = TaskTracker::new();
         let probe_stop = shutdown.child_token();
         let probe = tokio::spawn(probe_redis(shared.clone(), probe_stop.clone()));
@@ -66,6 +72,7 @@ impl Worker {
                         url = %redact_url(&amqp.url),
                         queues = %bindings.iter().map(|b| b.queue.as_str()).collect::<Vec<_>>().join(","),
                         prefetch = amqp.prefetch,
+                        interactive_prefetch = amqp.interactive_lane.then_some(amqp.interactive_prefetch),
                         "consuming"
                     );
                     let session = Arc::new(session);
@@ -75,8 +82,9 @@ impl Worker {
                         shared.metrics.broker_connected.set(0);
                     }
                     match consumed {
+                        // `consume` drained the in-flight jobs (their acks need its
+                        // lane channels open).
                         Ok(()) => {
-                            drain(&shared, &tracker).await;
                             session.close().await;
                             shared.metrics.broker_connected.set(0);
                             break;
@@ -179,18 +187,52 @@ async fn drain(shared: &Shared, tracker: &TaskTracker) {
     }
 }
 
-/// Consumes deliveries until shutdown (`Ok`) or until the connection fails (`Err`).
-/// Each model's queue has its own consumer (and so its own prefetch window).
+/// The queues a worker consumes, as `(model, lane)`: every model's bulk queue, then
+/// (when `amqp.interactive_lane`) every model's interactive queue, in the order of the
+/// bindings declared in [`Worker::run`].
+fn lanes(shared: &Shared) -> Vec<(usize, Lane)> {
+    let models = 0..shared.models.len();
+    let mut lanes: Vec<(usize, Lane)> = models.clone().map(|m| (m, Lane::Bulk)).collect();
+    if shared.config.amqp.interactive_lane {
+        lanes.extend(models.map(|m| (m, Lane::Interactive)));
+    }
+    lanes
+}
+
+/// Consumes deliveries until shutdown (then drains the jobs in flight, `Ok`) or until
+/// the connection fails (`Err`). Each queue has its own consumer, so its own prefetch
+/// window: the bulk queues `amqp.prefetch` each on the session's consuming channel,
+/// the interactive ones `amqp.interactive_prefetch` each on a channel of their own, so
+/// a bulk backlog can never fill the window interactive jobs arrive through.
 async fn consume(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(), BrokerError> {
-    let queues: Vec<&str> = shared.models.iter().map(|m| m.queue.as_str()).collect();
-    amqp::consume_until(
-        session,
-        &queues,
+    let lanes = lanes(shared);
+    let lane_channel = if shared.config.amqp.interactive_lane {
+        Some(amqp::prefetch_channel(session, shared.config.amqp.interactive_prefetch).await?)
+    } else {
+        None
+    };
+    let queues: Vec<String> = lanes
+        .iter()
+        .map(|&(m, lane)| lane.queue(&shared.models[m].queue))
+        .collect();
+    let on: Vec<ConsumeOn<'_>> = lanes
+        .iter()
+        .zip(&queues)
+        .map(|(&(_, lane), queue)| ConsumeOn {
+            queue,
+            channel: match (lane, &lane_channel) {
+                (Lane::Interactive, Some(ch)) => ch,
+                _ => &session.consume,
+            },
+        })
+        .collect();
+    let consumed = amqp::consume_on_until(
+        &on,
         shutdown,
         || shared.metrics.consuming.set(1),
         || {
@@ -198,9 +240,11 @@ async fn consume(
             // Unready at once, so Kubernetes stops counting this pod while it drains.
             shared.metrics.consuming.set(0);
         },
-        |model, delivery| {
+        |index, delivery| {
+            let (model, lane) = lanes.get(index).copied().unwrap_or((index, Lane::Bulk));
             let span = tracing::info_span!(
                 "job",
+                lane = lane.as_str(),
                 correlation_id = delivery
                     .properties
                     .correlation_id()
@@ -213,11 +257,17 @@ async fn consume(
             // At most `prefetch` of these exist per model at once: the broker sends no
             // more deliveries until earlier ones are acked.
             tracker.spawn(
-                handle_delivery(shared.clone(), session.clone(), delivery, model).instrument(span),
+                handle_delivery(shared.clone(), session.clone(), delivery, model, lane)
+                    .instrument(span),
             );
         },
     )
-    .await
+    .await;
+    if consumed.is_ok() {
+        // The lane channel (dropped on return) carries the acks of its deliveries.
+        drain(shared, tracker).await;
+    }
+    consumed
 }
 
 /// Processes one delivery end to end and acks it once its reply is confirmed.
@@ -226,16 +276,18 @@ async fn handle_delivery(
     session: Arc<Session>,
     delivery: Delivery,
     model: usize,
+    lane: Lane,
 ) {
     let start = Instant::now();
     let m = &shared.metrics;
     m.jobs_in_flight.inc();
-    // The routing key names the pair only on the jobs exchange; straight to the
-    // queue (default exchange) it is the queue's name.
+    m.jobs_received[lane_index(lane)].inc();
+    // The routing key names the pair only on the jobs exchange (with the lane's
+    // suffix); straight to the queue (default exchange) it is the queue's name.
     let via_exchange = delivery.exchange.as_str() == shared.config.amqp.exchange;
-    let routing_key = via_exchange.then(|| delivery.routing_key.as_str());
+    let routing_key = via_exchange.then(|| lane.pair_of(delivery.routing_key.as_str()));
     let Outcome { reply, to_store } = shared
-        .process(&delivery.data, Some(model), routing_key)
+        .process(&delivery.data, Some(model), routing_key, lane)
         .await;
     match &reply {
         Reply::Ok { .. } => m.jobs_ok.inc(),
@@ -245,13 +297,15 @@ async fn handle_delivery(
         }
     }
     let entries: Vec<(CacheKey, &str)> = to_store.iter().map(|(k, t)| (*k, t.as_str())).collect();
-    let queue = shared
-        .models
-        .get(model)
-        .map_or(&shared.config.amqp.queue, |m| &m.queue);
+    let queue = lane.queue(
+        shared
+            .models
+            .get(model)
+            .map_or(&shared.config.amqp.queue, |m| &m.queue),
+    );
     let dead_letter = DeadLetter {
         cfg: &shared.config.amqp,
-        queue,
+        queue: &queue,
     };
     amqp::answer(
         &session,
@@ -262,5 +316,7 @@ async fn handle_delivery(
     )
     .await;
     m.jobs_in_flight.dec();
-    m.job_seconds.observe(start.elapsed().as_secs_f64());
+    let took = start.elapsed().as_secs_f64();
+    m.job_seconds.observe(took);
+    m.lane_job_seconds[lane_index(lane)].observe(took);
 }

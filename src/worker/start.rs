@@ -67,6 +67,7 @@ impl Worker {
             max_wait: config.max_wait(),
             max_delay: Duration::from_millis(config.batch.max_delay_ms),
             max_queued: config.batch.max_queued,
+            interactive_burst: config.batch.interactive_burst,
         };
         let model_configs: Vec<ModelConfig> = config.model_list().into_iter().cloned().collect();
         let most_threads = config.tokenize_threads();
@@ -121,7 +122,9 @@ impl Worker {
                 defaults,
             });
         }
-        let tokenize_permits = Arc::new(tokio::sync::Semaphore::new(most_threads));
+        // Per lane: interactive jobs tokenize beside a bulk backlog, not behind it.
+        let tokenize_permits =
+            [(); 2].map(|()| Arc::new(tokio::sync::Semaphore::new(most_threads)));
         let _ = metrics.build_info.set(BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
             model: models
@@ -164,8 +167,11 @@ impl Worker {
         self.shared.metrics.clone()
     }
 
-    /// Processes one job body without the broker: parse, validate, cache, translate.
+    /// Processes one job body without the broker: parse, validate, cache, translate
+    /// (in the bulk lane).
     pub async fn process(&self, body: &[u8]) -> Outcome {
-        self.shared.process(body, None, None).await
+        self.shared
+            .process(body, None, None, translate::Lane::Bulk)
+            .await
     }
 }

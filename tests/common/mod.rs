@@ -360,7 +360,9 @@ pub async fn cleanup(config: &Config) {
             return;
         };
         if let Ok(ch) = conn.create_channel().await {
-            for q in [&config.amqp.queue, &config.amqp.dead_letter] {
+            // The worker also declares the job queue's interactive lane.
+            let lane = translation_client::Lane::Interactive.queue(&config.amqp.queue);
+            for q in [&config.amqp.queue, &config.amqp.dead_letter, &lane] {
                 let _ = ch
                     .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                     .await;

@@ -98,6 +98,11 @@ pub struct PrivateRabbit {
     pub node: String,
     /// Holds the config, the cookie (`HOME`), the database and the logs.
     pub dir: PathBuf,
+    /// `HOME` of the node and its CLI (the Erlang cookie's directory): `dir`, or the
+    /// directory a [`PrivateCluster`]'s nodes share, so that they share one cookie.
+    home: PathBuf,
+    /// `RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS`, if any (a cluster's lean VMs).
+    erl_args: Option<&'static str>,
     child: Option<Child>,
 }
 
@@ -105,6 +110,14 @@ impl PrivateRabbit {
     /// Starts a node whose `rabbitmq.conf` is the plain listener plus `extra_conf`
     /// (for instance a TLS listener), and waits until its AMQP port is open.
     pub fn start(extra_conf: &str) -> Self {
+        let mut rabbit = Self::prepare(extra_conf, None, None);
+        rabbit.start_again();
+        rabbit
+    }
+
+    /// A node ready to start (config, directories, name, ports), not started yet;
+    /// `home` (the cookie's directory) defaults to its own directory.
+    fn prepare(extra_conf: &str, home: Option<PathBuf>, erl_args: Option<&'static str>) -> Self {
         let port = free_port(&[1]);
         let dir = private_dir("rabbit");
         for sub in ["mnesia", "log"] {
@@ -120,14 +133,14 @@ impl PrivateRabbit {
             "tw{}@localhost",
             &uuid::Uuid::new_v4().simple().to_string()[..10]
         );
-        let mut rabbit = Self {
+        Self {
             port,
             node,
+            home: home.unwrap_or_else(|| dir.clone()),
             dir,
+            erl_args,
             child: None,
-        };
-        rabbit.start_again();
-        rabbit
+        }
     }
 
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
@@ -137,7 +150,10 @@ impl PrivateRabbit {
 
     fn env(&self, cmd: &mut Command) {
         let d = &self.dir;
-        cmd.env("HOME", d)
+        if let Some(args) = self.erl_args {
+            cmd.env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", args);
+        }
+        cmd.env("HOME", &self.home)
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", (self.port + 1).to_string())
@@ -226,6 +242,61 @@ impl PrivateRabbit {
         }
     }
 
+    /// Whether the node was started and not killed or stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Runs `rabbitmqctl <args>` against this node, killed past `timeout`: its stdout,
+    /// or why it failed (exit status and stderr).
+    pub fn ctl_within(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
+        // Output goes to files: a pipe nobody reads while we poll could fill and block
+        // the CLI.
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let (out_path, err_path) = (
+            self.dir.join(format!("ctl-{tag}.out")),
+            self.dir.join(format!("ctl-{tag}.err")),
+        );
+        let out = std::fs::File::create(&out_path).expect("temp dir is writable");
+        let err = std::fs::File::create(&err_path).expect("temp dir is writable");
+        let mut cmd = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
+        self.env(&mut cmd);
+        let mut child = cmd
+            .args(["-n", &self.node, "-q"])
+            .args(args)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("rabbitmqctl is installed");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait on rabbitmqctl") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let _ = std::fs::remove_file(out_path);
+        let _ = std::fs::remove_file(err_path);
+        match status {
+            Some(s) if s.success() => Ok(stdout),
+            Some(s) => Err(format!(
+                "rabbitmqctl {args:?} on {}: {s}: {stderr}",
+                self.node
+            )),
+            None => Err(format!(
+                "rabbitmqctl {args:?} on {} took over {timeout:?}",
+                self.node
+            )),
+        }
+    }
+
     /// Runs `rabbitmqctl <args>` against this node and returns its stdout.
     pub fn ctl(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
@@ -245,6 +316,265 @@ impl Drop for PrivateRabbit {
             self.kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Erlang VM flags of a [`PrivateCluster`]'s nodes: three brokers and the service
+/// share two cores in CI, so each node runs one scheduler (and one dirty CPU
+/// scheduler), a small async pool and never busy-waits.
+const LEAN_ERL_ARGS: &str =
+    "+S 1:1 +SDcpu 1:1 +SDio 2 +A 4 +sbwt none +sbwtdcpu none +sbwtdio none";
+
+/// Longest wait for one `rabbitmqctl` call of a cluster (it boots an Erlang VM first,
+/// seconds on a busy machine).
+const CTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A private RabbitMQ cluster: `n` [`PrivateRabbit`] nodes on loopback, each with its
+/// own node name, AMQP and distribution ports and data directory, one shared Erlang
+/// cookie, joined with `rabbitmqctl join_cluster`. A node can be SIGKILLed and started
+/// again on its data; it rejoins the cluster by itself.
+pub struct PrivateCluster {
+    /// The nodes; index `i` is "node i" in the other methods.
+    pub nodes: Vec<PrivateRabbit>,
+    /// Shared `HOME` of the nodes and their CLI: holds the one `.erlang.cookie`.
+    home: PathBuf,
+}
+
+impl PrivateCluster {
+    /// Boots `n` nodes at once, joins nodes `1..n` to node 0 and waits until every
+    /// node runs the cluster. Panics (with the failing node's log) if a node or a
+    /// join does not come up in time: never a silent skip.
+    pub fn start(n: usize) -> Self {
+        assert!(
+            Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
+            "the cluster drills need RabbitMQ's rabbitmq-server (Debian package \
+             rabbitmq-server, scripts/setup.sh)"
+        );
+        let home = private_dir("cluster");
+        let cookie = home.join(".erlang.cookie");
+        std::fs::write(&cookie, uuid::Uuid::new_v4().simple().to_string())
+            .expect("temp dir is writable");
+        // Erlang refuses a cookie file that others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))
+            .expect("cookie permissions");
+        let mut nodes: Vec<PrivateRabbit> = (0..n)
+            .map(|_| PrivateRabbit::prepare("", Some(home.clone()), Some(LEAN_ERL_ARGS)))
+            .collect();
+        // Boot in parallel: each boot mostly waits on the others' CPU anyway.
+        std::thread::scope(|s| {
+            for node in nodes.iter_mut() {
+                s.spawn(move || node.start_again());
+            }
+        });
+        let cluster = Self { nodes, home };
+        let seed = cluster.nodes[0].node.clone();
+        for node in &cluster.nodes[1..] {
+            for args in [
+                vec!["stop_app"],
+                vec!["join_cluster", seed.as_str()],
+                vec!["start_app"],
+            ] {
+                if let Err(e) = node.ctl_within(&args, CTL_TIMEOUT) {
+                    panic!("joining the cluster failed: {e}\n{}", node.log_tail(40));
+                }
+            }
+        }
+        cluster.wait_running(n, Duration::from_secs(60));
+        cluster
+    }
+
+    /// Every node's AMQP URL, in node order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(PrivateRabbit::url).collect()
+    }
+
+    /// The URLs as one comma-separated `amqp.url` list.
+    pub fn url_list(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Indices of the nodes started and not killed since.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect()
+    }
+
+    /// SIGKILLs node `i` (a crash); returns once its AMQP port is closed.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again on its data and waits until the cluster counts it as
+    /// running again.
+    pub fn start_again(&mut self, i: usize) {
+        self.nodes[i].start_again();
+        let running = self.running().len();
+        self.wait_running(running, Duration::from_secs(90));
+    }
+
+    /// Runs `rabbitmqctl <args>` on the first running node.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let i = *self.running().first().ok_or("no node runs")?;
+        self.nodes[i].ctl_within(args, CTL_TIMEOUT)
+    }
+
+    /// Waits until `n` nodes are listed as running by `cluster_status`.
+    fn wait_running(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.ctl(&["cluster_status", "--formatter", "json"]);
+            let running = status
+                .as_ref()
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|v| v["running_nodes"].as_array().map(Vec::len));
+            if running.is_some_and(|r| r >= n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {running:?} of {n} nodes running after {timeout:?}: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The index of the node named `name` (`tw…@localhost`).
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.node == name)
+    }
+
+    /// `list_queues name leader online` (RabbitMQ 3.10 lists `leader` and `online`
+    /// members for quorum queues) for `queue`: the leader's index and the indices of
+    /// its online members; `None` while no running node answers or the queue is not
+    /// there.
+    pub fn quorum_state(&self, queue: &str) -> Option<(Option<usize>, Vec<usize>)> {
+        let out = self
+            .ctl(&[
+                "list_queues",
+                "name",
+                "leader",
+                "online",
+                "--formatter",
+                "json",
+            ])
+            .ok()?;
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+        let row = rows.into_iter().find(|r| r["name"] == queue)?;
+        let leader = row["leader"].as_str().and_then(|l| self.index_of(l));
+        let online = row["online"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| self.index_of(m.as_str()?))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some((leader, online))
+    }
+
+    /// The node leading quorum queue `queue`, once it has one (bounded wait).
+    pub fn leader_of(&self, queue: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((Some(leader), _)) = self.quorum_state(queue) {
+                if self.nodes[leader].is_running() {
+                    return leader;
+                }
+            }
+            assert!(Instant::now() < deadline, "{queue} has no leader");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until quorum queue `queue` has a leader and every running node is one of
+    /// its online members (a restarted node has rejoined the queue's Raft group).
+    pub fn wait_queue_members(&self, queue: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.quorum_state(queue);
+            if let Some((Some(_), online)) = &state {
+                if self.running().iter().all(|i| online.contains(i)) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queue}: members never all online: {state:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The nodes process `pid` has an established TCP connection to (by AMQP port):
+    /// its sockets (`/proc/<pid>/fd`) looked up in `/proc/<pid>/net/tcp{,6}`. Exact,
+    /// instant, and needs no CLI round trip while the machine is loaded.
+    pub fn nodes_of_process(&self, pid: u32) -> Vec<usize> {
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| {
+                        let link = std::fs::read_link(e.ok()?.path()).ok()?;
+                        let link = link.to_str()?;
+                        Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ports = Vec::new();
+        for table in ["tcp", "tcp6"] {
+            let text =
+                std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+                let (Some(rem), Some(st), Some(inode)) = (f.get(2), f.get(3), f.get(9)) else {
+                    continue;
+                };
+                // 01 = ESTABLISHED.
+                if *st != "01" || !inodes.iter().any(|i| i == inode) {
+                    continue;
+                }
+                if let Some(port) = rem
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                {
+                    ports.push(port);
+                }
+            }
+        }
+        let mut nodes: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| ports.contains(&self.nodes[i].port))
+            .collect();
+        nodes.dedup();
+        nodes
+    }
+
+    /// The one node process `pid` is connected to, once it is connected to exactly one
+    /// (bounded wait: a client between two connections has none for a moment).
+    pub fn node_of_process(&self, pid: u32) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let nodes = self.nodes_of_process(pid);
+            if let [one] = nodes[..] {
+                return one;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} is connected to nodes {nodes:?}, not to exactly one"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        // The nodes go first (each kills its VM and removes its directory).
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 

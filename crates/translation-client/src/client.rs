@@ -21,9 +21,13 @@
 //!
 //! # Publishing
 //!
-//! Jobs go to [`ClientOptions::exchange`] with routing key `<source>-<target>`,
+//! Jobs go to [`ClientOptions::exchange`] with routing key `<source>-<target>`
+//! (bulk lane) or `<source>-<target>.interactive` (interactive lane, see [`Lane`]),
 //! `mandatory = true` and publisher confirms, persistent, with a fresh `correlation_id`
-//! and `reply_to` = the reply queue. A pair no worker serves comes back as
+//! and `reply_to` = the reply queue. An interactive job that comes back unroutable
+//! (workers older than lanes, or with `amqp.interactive_lane = false`) is published
+//! once more to the bulk lane: a returned job was queued nowhere, so this cannot
+//! duplicate it. A pair no worker serves comes back as
 //! `basic.return` before the confirm: the call fails at once with
 //! [`ClientError::Unroutable`]. lapin hands a returned message to whichever confirm it
 //! resolves next, which need not be the call that published it when confirms are
@@ -53,7 +57,8 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::url::{redact_url, shuffled_urls};
 use crate::wire::{
-    pair_key, unix_ms_now, ErrorBody, ErrorCode, Job, JobOptions, Reply, SegmentStats, Split,
+    pair_key, unix_ms_now, ErrorBody, ErrorCode, Format, Job, JobOptions, Reply, SegmentStats,
+    Split,
 };
 
 /// Broker URI used when none is given (the same as `amqp.url` in `config/default.toml`).
@@ -146,6 +151,95 @@ fn broker(op: &'static str) -> impl FnOnce(lapin::Error) -> ClientError {
     move |source| ClientError::Broker { op, source }
 }
 
+/// Which of a model's two job queues a job waits in.
+///
+/// Workers consume both lanes of each model, each queue with its own prefetch
+/// window, and their batchers cut batches from interactive texts first (bulk texts
+/// still get a stated share, so they never starve). The lane is the queue, not a
+/// field of the job: `<queue>` is the bulk lane (every producer that names no lane),
+/// `<queue>.interactive` the interactive one, bound on the jobs exchange with the
+/// routing key `<source>-<target>.interactive`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// Backend and document work: throughput first. The default.
+    #[default]
+    Bulk,
+    /// A person waiting (the gateway's requests): served before bulk work.
+    Interactive,
+}
+
+impl Lane {
+    /// Both lanes, bulk first.
+    pub const ALL: [Lane; 2] = [Lane::Bulk, Lane::Interactive];
+    /// Appended to a queue name or routing key for the interactive lane.
+    pub const INTERACTIVE_SUFFIX: &'static str = ".interactive";
+
+    /// `"bulk"` or `"interactive"` (configuration, metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Bulk => "bulk",
+            Lane::Interactive => "interactive",
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Lane::Bulk => "",
+            Lane::Interactive => Self::INTERACTIVE_SUFFIX,
+        }
+    }
+
+    /// This lane's queue of the job queue `queue` (`queue` itself for bulk).
+    pub fn queue(self, queue: &str) -> String {
+        format!("{queue}{}", self.suffix())
+    }
+
+    /// This lane's routing key for the pair key `pair` (`ko-en`, or
+    /// `ko-en.interactive`).
+    pub fn routing_key(self, pair: &str) -> String {
+        format!("{pair}{}", self.suffix())
+    }
+
+    /// The pair key of a routing key of this lane (the key itself when it lacks the
+    /// lane's suffix).
+    pub fn pair_of(self, routing_key: &str) -> &str {
+        routing_key
+            .strip_suffix(self.suffix())
+            .filter(|_| self != Lane::Bulk)
+            .unwrap_or(routing_key)
+    }
+}
+
+impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Lane {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Lane::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| format!("unknown lane {s:?} (bulk or interactive)"))
+    }
+}
+
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -166,6 +260,9 @@ pub struct ClientOptions {
     pub declare_exchange: bool,
     /// Connection name shown in the RabbitMQ management UI.
     pub connection_name: String,
+    /// Lane of the requests that name none ([`TranslateRequest::with_lane`]): bulk by
+    /// default; the gateway's is interactive.
+    pub lane: Lane,
 }
 
 impl Default for ClientOptions {
@@ -179,6 +276,7 @@ impl Default for ClientOptions {
             send_deadline: true,
             declare_exchange: true,
             connection_name: "translation-worker-client".into(),
+            lane: Lane::Bulk,
         }
     }
 }
@@ -190,6 +288,8 @@ pub struct TranslateRequest {
     pub job: Job,
     /// Overrides [`ClientOptions::timeout`] for this call.
     pub timeout: Option<Duration>,
+    /// Overrides [`ClientOptions::lane`] for this call.
+    pub lane: Option<Lane>,
 }
 
 impl TranslateRequest {
@@ -207,7 +307,14 @@ impl TranslateRequest {
                 ..Job::default()
             },
             timeout: None,
+            lane: None,
         }
+    }
+
+    /// Sends this call in `lane` (e.g. [`Lane::Interactive`] for a person waiting).
+    pub fn with_lane(mut self, lane: Lane) -> Self {
+        self.lane = Some(lane);
+        self
     }
 
     /// Sets the id echoed in the reply.
@@ -225,6 +332,13 @@ impl TranslateRequest {
     /// Sets how texts are cut (e.g. [`Split::Sentences`] for documents).
     pub fn with_split(mut self, split: Split) -> Self {
         self.job.split = split;
+        self
+    }
+
+    /// Sets what the texts are: [`Format::Html`] translates HTML documents sentence
+    /// by sentence and keeps their markup byte for byte.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.job.format = format;
         self
     }
 
@@ -690,7 +804,31 @@ impl Client {
     /// Sends `request` and waits for its reply, ok or error, with the raw body.
     pub async fn call(&self, request: TranslateRequest) -> Result<RawReply, ClientError> {
         let timeout = request.timeout.unwrap_or(self.inner.options.timeout);
-        match tokio::time::timeout(timeout, self.call_within(request, timeout)).await {
+        let lane = request.lane.unwrap_or(self.inner.options.lane);
+        let mut request = request;
+        if self.inner.options.send_deadline {
+            request.job.deadline_ms =
+                Some(unix_ms_now().saturating_add(timeout.as_millis() as u64));
+        }
+        let texts = request.job.texts.len();
+        let pair = request.routing_key();
+        let body = request.job.to_bytes();
+        let call = async {
+            let first = self
+                .call_within(&body, texts, lane.routing_key(&pair))
+                .await;
+            match first {
+                // No worker binds the interactive lane: the job was queued nowhere, so
+                // sending it to the bulk lane cannot duplicate it.
+                Err(ClientError::Unroutable { .. }) if lane != Lane::Bulk => {
+                    tracing::debug!(routing_key = %pair, "interactive lane unroutable; using bulk");
+                    self.call_within(&body, texts, Lane::Bulk.routing_key(&pair))
+                        .await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             // Dropping the call's future removed its pending entry (PendingGuard).
             Err(_) => Err(ClientError::Timeout(timeout)),
@@ -699,8 +837,9 @@ impl Client {
 
     async fn call_within(
         &self,
-        request: TranslateRequest,
-        timeout: Duration,
+        body: &[u8],
+        texts: usize,
+        routing_key: String,
     ) -> Result<RawReply, ClientError> {
         let inner = &*self.inner;
         // Shared by this call and its confirm task: the slot is free only once the reply
@@ -718,17 +857,11 @@ impl Client {
             inner.id_prefix,
             inner.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let rx = inner.shared.register(&corr, request.job.texts.len())?;
+        let rx = inner.shared.register(&corr, texts)?;
         let _guard = PendingGuard {
             shared: &inner.shared,
             corr: &corr,
         };
-        let mut request = request;
-        if inner.options.send_deadline {
-            request.job.deadline_ms =
-                Some(unix_ms_now().saturating_add(timeout.as_millis() as u64));
-        }
-        let body = request.job.to_bytes();
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
@@ -738,12 +871,12 @@ impl Client {
             .publish
             .basic_publish(
                 inner.options.exchange.as_str().into(),
-                request.routing_key().into(),
+                routing_key.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
-                &body,
+                body,
                 props,
             )
             .await
@@ -1027,6 +1160,36 @@ mod tests {
             rx.await.unwrap(),
             Err(ClientError::InvalidReply(_))
         ));
+    }
+
+    #[test]
+    fn lanes_name_their_queues_and_routing_keys() {
+        assert_eq!(Lane::default(), Lane::Bulk);
+        assert_eq!(Lane::Bulk.queue("translation.jobs"), "translation.jobs");
+        assert_eq!(
+            Lane::Interactive.queue("translation.jobs"),
+            "translation.jobs.interactive"
+        );
+        assert_eq!(Lane::Bulk.routing_key("ko-en"), "ko-en");
+        assert_eq!(Lane::Interactive.routing_key("ko-en"), "ko-en.interactive");
+        assert_eq!(Lane::Interactive.pair_of("ko-en.interactive"), "ko-en");
+        assert_eq!(Lane::Interactive.pair_of("ko-en"), "ko-en");
+        assert_eq!(Lane::Bulk.pair_of("ko-en.interactive"), "ko-en.interactive");
+        for lane in Lane::ALL {
+            assert_eq!(lane.as_str().parse::<Lane>(), Ok(lane));
+            let json = serde_json::to_string(&lane).unwrap();
+            assert_eq!(json, format!("\"{lane}\""));
+        }
+        assert!("urgent".parse::<Lane>().is_err());
+        assert!(
+            Lane::Interactive > Lane::Bulk,
+            "the higher lane wins a merge"
+        );
+        // The lane is the queue: a job's bytes do not change with it.
+        let bulk = TranslateRequest::new("ko", "en", ["x"]);
+        let interactive = bulk.clone().with_lane(Lane::Interactive);
+        assert_eq!(bulk.job.to_bytes(), interactive.job.to_bytes());
+        assert_eq!(interactive.lane, Some(Lane::Interactive));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   workers with [`wire::parse_job`]), [`wire::Reply`] (written by workers, parsed
 //!   leniently by clients), error codes, decoding options and pair routing keys.
 //! - [`Client`] (module `client`): one broker connection, many calls in flight,
-//!   replies matched by correlation id.
+//!   replies matched by correlation id; [`Lane`]: interactive or bulk job queue.
 //! - [`backoff`]: reconnect delays (exponential with jitter) shared by every
 //!   reconnecting component of the project.
 //! - [`url`]: URL lists and password redaction for logs and errors.
@@ -34,6 +34,6 @@ pub mod url;
 pub mod wire;
 
 pub use client::{
-    parse_reply, Answer, Client, ClientError, ClientOptions, ClientStats, ErrorReply, RawReply,
-    TranslateReply, TranslateRequest, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE,
+    parse_reply, Answer, Client, ClientError, ClientOptions, ClientStats, ErrorReply, Lane,
+    RawReply, TranslateReply, TranslateRequest, DEFAULT_AMQP_URL, DEFAULT_EXCHANGE,
 };

@@ -35,6 +35,10 @@ pub struct Job {
     /// Whether texts are documents to cut into sentences.
     #[serde(skip_serializing_if = "Split::is_none")]
     pub split: Split,
+    /// Whether texts are plain text or HTML documents (HTML is always cut into
+    /// sentences: [`Format::Html`]).
+    #[serde(skip_serializing_if = "Format::is_text")]
+    pub format: Format,
 }
 
 impl Job {
@@ -88,6 +92,27 @@ impl Split {
     }
 }
 
+/// What a job's texts are (`format` in the wire contract).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Plain text.
+    #[default]
+    Text,
+    /// HTML documents: markup, attributes, entities, comments and the contents of
+    /// `script`, `style`, `code`, `pre`, `textarea` and `translate="no"` elements are
+    /// kept byte for byte; the text is translated sentence by sentence, across inline
+    /// tags. Implies [`Split::Sentences`] (an explicit `"split": "none"` is refused).
+    Html,
+}
+
+impl Format {
+    /// Whether this is [`Format::Text`] (the field is then left out of a job).
+    pub fn is_text(&self) -> bool {
+        *self == Format::Text
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJob {
@@ -101,6 +126,8 @@ struct RawJob {
     // A string, mapped below: serde_json reports a non-string where an enum is
     // expected as a syntax error, which would read as `invalid_json`.
     split: Option<String>,
+    // A string too, for the same reason.
+    format: Option<String>,
 }
 
 /// A `T` read from a JSON object only. A derived struct on its own also accepts a
@@ -188,6 +215,22 @@ pub fn parse_job(body: &[u8], limits: &Limits) -> Result<Job, JobError> {
             )))
         }
     };
+    let format = match raw.format.as_deref() {
+        None | Some("text") => Format::Text,
+        Some("html") => Format::Html,
+        Some(other) => {
+            return Err(invalid(&format!(
+                "`format` must be \"text\" or \"html\", not {other:?}"
+            )))
+        }
+    };
+    if format == Format::Html && raw.split.as_deref() == Some("none") {
+        // HTML is a document: its text is always cut into sentences. Saying otherwise
+        // is a contradiction, not a preference to guess at.
+        return Err(invalid(
+            "`format: \"html\"` is always split into sentences: leave `split` out or set it to \"sentences\"",
+        ));
+    }
     if texts.len() > limits.max_texts {
         return Err(JobError::new(
             ErrorCode::TooLarge,
@@ -219,6 +262,7 @@ pub fn parse_job(body: &[u8], limits: &Limits) -> Result<Job, JobError> {
         options: raw.options.map(|Object(o)| o).unwrap_or_default(),
         deadline_ms: raw.deadline_ms,
         split,
+        format,
     })
 }
 
@@ -469,6 +513,48 @@ mod tests {
             code(br#"{"text":"a","split":true}"#),
             ErrorCode::InvalidRequest
         );
+    }
+
+    #[test]
+    fn format_is_text_unless_asked_and_checked() {
+        let j = parse_job(br#"{"text":"a"}"#, &limits()).unwrap();
+        assert_eq!(j.format, Format::Text);
+        let j = parse_job(br#"{"text":"a","format":"text"}"#, &limits()).unwrap();
+        assert_eq!(j.format, Format::Text);
+        let j = parse_job(br#"{"text":"a","format":"html"}"#, &limits()).unwrap();
+        assert_eq!((j.format, j.split), (Format::Html, Split::None));
+        let j = parse_job(
+            br#"{"text":"a","format":"html","split":"sentences"}"#,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!((j.format, j.split), (Format::Html, Split::Sentences));
+        for body in [
+            br#"{"text":"a","format":"HTML"}"#.as_slice(),
+            br#"{"text":"a","format":"markdown"}"#,
+            br#"{"text":"a","format":1}"#,
+            br#"{"text":"a","format":"html","split":"none"}"#,
+        ] {
+            assert_eq!(
+                code(body),
+                ErrorCode::InvalidRequest,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let e = parse_job(br#"{"id":"h","text":"a","format":"xml"}"#, &limits()).unwrap_err();
+        assert_eq!(e.id.as_deref(), Some("h"));
+        // Written only when not the default, so text jobs keep their bytes.
+        let html = Job {
+            texts: vec!["<br>".into()],
+            format: Format::Html,
+            ..Job::default()
+        };
+        assert_eq!(
+            String::from_utf8(html.to_bytes()).unwrap(),
+            r#"{"texts":["<br>"],"format":"html"}"#
+        );
+        assert_eq!(parse_job(&html.to_bytes(), &limits()).unwrap(), html);
     }
 
     #[test]
@@ -923,6 +1009,7 @@ mod tests {
             },
             deadline_ms: Some(1_700_000_000_000),
             split: Split::Sentences,
+            format: Format::Html,
         };
         assert_eq!(parse_job(&job.to_bytes(), &Limits::default()).unwrap(), job);
         // Defaults are left out, as older clients wrote them.

@@ -10,7 +10,7 @@ mod pair;
 mod reply;
 
 pub use error::{ErrorBody, ErrorCode, JobError, UnknownErrorCode};
-pub use job::{parse_job, Job, Limits, Split};
+pub use job::{parse_job, Format, Job, Limits, Split};
 pub use options::{
     DecodeOptions, JobOptions, BEAM_SIZE, MAX_DECODING_LENGTH, NO_REPEAT_NGRAM_SIZE,
 };

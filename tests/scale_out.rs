@@ -69,7 +69,8 @@ async fn worker_consumes_a_quorum_queue_that_refuses_a_classic_redeclare() {
     .await
     .expect_err("a classic redeclare of a quorum queue is refused");
     assert!(amqp::is_precondition_failed(&err), "{err}");
-    // A worker configured classic on it fails to start its topology, saying why.
+    // A worker configured classic on it fails to start its topology, saying why: first
+    // at the dead-letter queue, which is of the job queues' type (quorum here)...
     let ch = conn.create_channel().await.expect("channel");
     let err = amqp::declare_topology(&ch, &classic, &["ko-en".into()])
         .await
@@ -77,9 +78,32 @@ async fn worker_consumes_a_quorum_queue_that_refuses_a_classic_redeclare() {
     assert!(matches!(err, BrokerError::QueueMismatch { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("new amqp.queue name") && msg.contains("classic"),
+        msg.contains(&config.amqp.dead_letter)
+            && msg.contains("new amqp.dead_letter name")
+            && msg.contains("classic"),
         "{msg}"
     );
+    // ...and, with a dead-letter queue of its own, at the job queue.
+    classic.dead_letter = format!("{}.classic", config.amqp.dead_letter);
+    let ch = conn.create_channel().await.expect("channel");
+    let err = amqp::declare_topology(&ch, &classic, &["ko-en".into()])
+        .await
+        .expect_err("topology with the other queue type");
+    assert!(matches!(err, BrokerError::QueueMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&config.amqp.queue)
+            && msg.contains("new amqp.queue name")
+            && msg.contains("classic"),
+        "{msg}"
+    );
+    let ch = conn.create_channel().await.expect("channel");
+    let _ = ch
+        .queue_delete(classic.dead_letter.as_str().into(), Default::default())
+        .await;
+    let _ = ch
+        .exchange_delete(classic.dead_letter.as_str().into(), Default::default())
+        .await;
     let _ = conn.close(200, "ok".into()).await;
     w.stop().await;
     cleanup(&config).await;

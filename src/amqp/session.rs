@@ -61,13 +61,14 @@ pub enum BrokerError {
     #[error(
         "queue.declare of {queue} failed: {source}. The queue exists with other arguments \
          than this worker declares ({queue_type} queue, {arguments}); RabbitMQ cannot change \
-         them on an existing queue (in particular not its type): configure a new name \
-         (amqp.queue, or amqp.dead_letter for the dead-letter queue), or delete the old \
-         queue once it is drained"
+         them on an existing queue (in particular not its type): configure a new {setting} \
+         name, or delete the old queue once it is drained"
     )]
     QueueMismatch {
         /// The queue.
         queue: String,
+        /// The setting that names it (`amqp.queue`, `amqp.dead_letter`).
+        setting: &'static str,
         /// The configured type.
         queue_type: QueueType,
         /// The arguments declared, for the message.

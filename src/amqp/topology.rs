@@ -93,6 +93,7 @@ pub async fn declare_queues(
         if is_precondition_failed(&source) {
             BrokerError::QueueMismatch {
                 queue: cfg.dead_letter.clone(),
+                setting: "amqp.dead_letter",
                 queue_type: cfg.queue_type,
                 arguments: describe_arguments(&dead_args),
                 source,
@@ -125,6 +126,7 @@ pub async fn declare_queues(
             if is_precondition_failed(&source) {
                 BrokerError::QueueMismatch {
                     queue: b.queue.clone(),
+                    setting: "amqp.queue",
                     queue_type: cfg.queue_type,
                     arguments: describe_arguments(&arguments),
                     source,

@@ -24,7 +24,7 @@ log="${TMPDIR:-/tmp}/translation-worker-drills-$(date +%Y%m%d-%H%M%S).log"
 # Worker processes log JSON lines to stderr: keep them in the log, off the terminal.
 set +e
 cargo test --locked "${profile[@]}" "${features[@]}" --test drills --test cluster \
-  -- --nocapture "$@" 2>&1 \
+  -- --nocapture --include-ignored "$@" 2>&1 \
   | tee "$log" | grep -v '^{"timestamp'
 status=${PIPESTATUS[0]}
 set -e

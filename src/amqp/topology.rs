@@ -82,29 +82,15 @@ pub async fn declare_queues(
     )
     .await
     .map_err(amqp("exchange.declare (dead letters)"))?;
-    let dead_args = dead_letter_queue_arguments(cfg);
-    ch.queue_declare(
-        cfg.dead_letter.as_str().into(),
-        QueueDeclareOptions::durable(),
-        dead_args.clone(),
+    declare_durable(
+        ch,
+        cfg,
+        &cfg.dead_letter,
+        "amqp.dead_letter",
+        dead_letter_queue_arguments(cfg),
+        "queue.declare (dead letters)",
     )
-    .await
-    .map_err(|source| {
-        if is_precondition_failed(&source) {
-            BrokerError::QueueMismatch {
-                queue: cfg.dead_letter.clone(),
-                setting: "amqp.dead_letter",
-                queue_type: cfg.queue_type,
-                arguments: describe_arguments(&dead_args),
-                source,
-            }
-        } else {
-            BrokerError::Amqp {
-                op: "queue.declare (dead letters)",
-                source,
-            }
-        }
-    })?;
+    .await?;
     ch.queue_bind(
         cfg.dead_letter.as_str().into(),
         cfg.dead_letter.as_str().into(),
@@ -116,28 +102,15 @@ pub async fn declare_queues(
     .map_err(amqp("queue.bind (dead letters)"))?;
     let arguments = job_queue_arguments(cfg);
     for b in bindings {
-        ch.queue_declare(
-            b.queue.as_str().into(),
-            QueueDeclareOptions::durable(),
+        declare_durable(
+            ch,
+            cfg,
+            &b.queue,
+            "amqp.queue",
             arguments.clone(),
+            "queue.declare (jobs)",
         )
-        .await
-        .map_err(|source| {
-            if is_precondition_failed(&source) {
-                BrokerError::QueueMismatch {
-                    queue: b.queue.clone(),
-                    setting: "amqp.queue",
-                    queue_type: cfg.queue_type,
-                    arguments: describe_arguments(&arguments),
-                    source,
-                }
-            } else {
-                BrokerError::Amqp {
-                    op: "queue.declare (jobs)",
-                    source,
-                }
-            }
-        })?;
+        .await?;
         for key in &b.routing_keys {
             ch.queue_bind(
                 b.queue.as_str().into(),
@@ -150,6 +123,39 @@ pub async fn declare_queues(
             .map_err(amqp("queue.bind (jobs)"))?;
         }
     }
+    Ok(())
+}
+
+/// Declares the durable queue `queue` (named by the setting `setting`) with
+/// `arguments`; a queue that exists with others is a [`BrokerError::QueueMismatch`]
+/// that says what to change.
+async fn declare_durable(
+    ch: &Channel,
+    cfg: &AmqpConfig,
+    queue: &str,
+    setting: &'static str,
+    arguments: FieldTable,
+    op: &'static str,
+) -> Result<(), BrokerError> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::durable(),
+        arguments.clone(),
+    )
+    .await
+    .map_err(|source| {
+        if is_precondition_failed(&source) {
+            BrokerError::QueueMismatch {
+                queue: queue.to_string(),
+                setting,
+                queue_type: cfg.queue_type,
+                arguments: describe_arguments(&arguments),
+                source,
+            }
+        } else {
+            BrokerError::Amqp { op, source }
+        }
+    })?;
     Ok(())
 }
 

@@ -20,11 +20,7 @@ use std::time::{Duration, Instant};
 use common::private::{free_port, PrivateCluster};
 use common::process::WorkerProcess;
 use common::*;
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{json, Value};
@@ -144,7 +140,9 @@ impl Collector {
             tokio::spawn(async move {
                 let mut next = 0;
                 loop {
-                    let _ = collect_once(&urls[next % urls.len()], &queue, &log, &stop).await;
+                    let _ =
+                        collect_once(&urls[next % urls.len()], &queue, quorum_args(), &log, &stop)
+                            .await;
                     next += 1;
                     if stop.is_cancelled() {
                         break;
@@ -169,51 +167,6 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.stop.cancel();
-    }
-}
-
-/// One connection's worth of consuming; returns when the node or `stop` ends it.
-async fn collect_once(
-    url: &str,
-    queue: &str,
-    log: &ReplyLog,
-    stop: &CancellationToken,
-) -> Result<(), lapin::Error> {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
-    ch.basic_qos(500, BasicQosOptions::default()).await?;
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = conn.close(200, "ok".into()).await;
-                return Ok(());
-            }
-            next = consumer.next() => match next {
-                Some(Ok(d)) => {
-                    let corr = d
-                        .properties
-                        .correlation_id()
-                        .as_ref()
-                        .map(|c| c.as_str().to_string())
-                        .unwrap_or_default();
-                    let v: Value = serde_json::from_slice(&d.data).unwrap_or_else(
-                        |e| json!({"unparsable_reply": e.to_string()}),
-                    );
-                    log.record(corr, v, d.redelivered);
-                    d.ack(BasicAckOptions::default()).await?;
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            }
-        }
     }
 }
 

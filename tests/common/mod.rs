@@ -586,7 +586,7 @@ impl DurableCollector {
             let first_loss = first_loss.clone();
             tokio::spawn(async move {
                 loop {
-                    let _ = collect_once(&url, &queue, &log, &stop).await;
+                    let _ = collect_once(&url, &queue, collector_queue_args(), &log, &stop).await;
                     if stop.is_cancelled() {
                         break;
                     }
@@ -629,21 +629,21 @@ impl Drop for DurableCollector {
     }
 }
 
-/// One connection's worth of consuming; returns when the broker or `stop` ends it.
-async fn collect_once(
+/// One connection's worth of consuming the durable reply queue `queue` (declared with
+/// `args`, idempotently) into `log`, acking each reply; returns when the broker or
+/// `stop` ends it. A reply that is not JSON is recorded as `{"unparsable_reply": …}`
+/// so the check that reads the log fails, not this task.
+pub async fn collect_once(
     url: &str,
     queue: &str,
+    args: FieldTable,
     log: &ReplyLog,
     stop: &CancellationToken,
 ) -> Result<(), lapin::Error> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions::durable(),
-        collector_queue_args(),
-    )
-    .await?;
+    ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await?;
     ch.basic_qos(500, lapin::options::BasicQosOptions::default())
         .await?;
     let mut consumer = ch
@@ -668,7 +668,9 @@ async fn collect_once(
                         .as_ref()
                         .map(|c| c.as_str().to_string())
                         .unwrap_or_default();
-                    let v: Value = serde_json::from_slice(&d.data).expect("reply is JSON");
+                    let v: Value = serde_json::from_slice(&d.data).unwrap_or_else(
+                        |e| serde_json::json!({"unparsable_reply": e.to_string()}),
+                    );
                     log.record(corr, v, d.redelivered);
                     d.ack(lapin::options::BasicAckOptions::default()).await?;
                 }

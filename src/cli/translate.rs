@@ -1,13 +1,20 @@
-//! `translate`: texts from the command line, a file or stdin, through the broker.
+//! `translate`: texts from the command line, a file or stdin, through the broker;
+//! with `--out`, a whole document (`.txt`, `.html`, `.md`, `.docx`, `.pptx`, `.odt`)
+//! through [`documents::translate_document`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use translation_client::wire::Split;
 use translation_client::{Answer, Client, ClientError, ClientOptions, RawReply, TranslateRequest};
+use translation_worker::documents::{self, FileKind};
 
 use super::tools::ConnectArgs;
+
+/// Jobs of one document in flight at once: enough to keep a few workers busy,
+/// few enough not to crowd out other clients' jobs.
+const FILE_JOBS_IN_FLIGHT: usize = 4;
 
 /// `translate`: translate texts from the command line, a file or stdin.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,8 +29,13 @@ pub struct TranslateArgs {
     #[arg(long, default_value = "en")]
     pub target: String,
     /// Read texts from this file, one per line (default: the arguments, else stdin).
+    /// With --out: the document to translate.
     #[arg(long, conflicts_with = "texts")]
     pub file: Option<PathBuf>,
+    /// Translate the document --file (its kind from its extension: .txt, .html,
+    /// .md, .docx, .pptx, .odt) and write the translated file here.
+    #[arg(long, requires = "file", conflicts_with_all = ["document", "json"])]
+    pub out: Option<PathBuf>,
     /// Print each reply's JSON body (one per line) instead of the translations.
     #[arg(long)]
     pub json: bool,
@@ -47,6 +59,9 @@ pub struct TranslateArgs {
 
 /// Runs `translate`: exits 1 after a failed job or text.
 pub fn run(args: &TranslateArgs) -> anyhow::Result<()> {
+    if let (Some(file), Some(out)) = (&args.file, &args.out) {
+        return translate_file(args, file, out);
+    }
     // Read the input before starting the runtime: blocking I/O stays off it.
     let texts = read_texts(args)?;
     if texts.is_empty() {
@@ -89,6 +104,77 @@ async fn translate_texts(
     let results = futures_util::future::join_all(calls).await;
     client.close().await;
     Ok(results)
+}
+
+/// `translate --file F --out G`: the document F translated into G.
+fn translate_file(args: &TranslateArgs, input: &Path, output: &Path) -> anyhow::Result<()> {
+    let kind = FileKind::from_name(&input.to_string_lossy()).with_context(|| {
+        let kinds: Vec<_> = FileKind::ALL.iter().map(|k| k.extension()).collect();
+        format!(
+            "{}: unsupported file type (supported: {})",
+            input.display(),
+            kinds.join(" ")
+        )
+    })?;
+    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let extracted = documents::extract(kind, &bytes, documents::MAX_EXPANDED_BYTES)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let translated = super::runtime()?.block_on(async {
+        let client = Client::connect(
+            &args.connect.amqp_url,
+            ClientOptions {
+                exchange: args.connect.exchange.clone(),
+                timeout: Duration::from_millis(args.timeout_ms),
+                ..ClientOptions::default()
+            },
+        )
+        .await?;
+        let client = &client;
+        let result = documents::translate_document(
+            &extracted,
+            args.texts_per_job as usize,
+            FILE_JOBS_IN_FLIGHT,
+            |texts, format| {
+                let mut request =
+                    TranslateRequest::new(args.source.as_str(), args.target.as_str(), texts)
+                        .with_format(format);
+                request.job.id = args.id.clone();
+                async move {
+                    let reply = client.translate(request).await?;
+                    if let Some((i, e)) = reply
+                        .errors
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, e)| Some((i, e.as_ref()?)))
+                    {
+                        anyhow::bail!(
+                            "a text of the document failed ({i} of its job): {}: {}",
+                            e.code,
+                            e.message
+                        );
+                    }
+                    if reply.truncated.iter().any(|t| *t) {
+                        eprintln!(
+                            "warning: a paragraph was longer than the model reads: truncated"
+                        );
+                    }
+                    Ok(reply.translations)
+                }
+            },
+        )
+        .await;
+        client.close().await;
+        result
+    })?;
+    std::fs::write(output, translated)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "{} → {}: {} texts translated",
+        input.display(),
+        output.display(),
+        extracted.texts().len()
+    );
+    Ok(())
 }
 
 /// The texts of `translate`: its arguments, else the lines of --file, else of stdin

@@ -79,6 +79,7 @@ fn batch_assembly(c: &mut Criterion) {
         max_delay: Duration::from_secs(3600),
         max_queued: 1024,
         interactive_burst: 1,
+        interactive_max_batch_tokens: usize::MAX,
     };
     let now = Instant::now();
     let options = greedy();

@@ -411,7 +411,13 @@ def lanes(a, sents) -> dict:
     try:
         out["idle"] = loadgen(a.bin, ex, sents, 10, 1,
                               extra=("--lane", "interactive", "--unique"))
+        n0 = worker_metric(w, "translation_worker_inference_seconds_count")
+        s0 = worker_metric(w, "translation_worker_inference_seconds_sum")
         out["bulk_alone"] = loadgen(a.bin, ex, sents, docs, docs, extra=bulk)
+        n1 = worker_metric(w, "translation_worker_inference_seconds_count")
+        s1 = worker_metric(w, "translation_worker_inference_seconds_sum")
+        # A batch duration of the backlog alone: what the bound counts in.
+        out["bulk_batch_s"] = (s1 - s0) / max(1.0, n1 - n0)
     finally:
         w.stop()
 
@@ -442,10 +448,15 @@ def lanes(a, sents) -> dict:
         out["batches"] = batches
     finally:
         w.stop()
-    out["bound_ms"] = out["idle"]["latency_ms"]["p50"] + 2000.0 * out["batch_s"]
+    # The bound: idle latency + 2 batch durations of the backlog alone. Also kept: the
+    # same with the loaded run's mean batch (interactive-led batches are shorter, so
+    # this bound is the stricter one).
+    out["bound_ms"] = out["idle"]["latency_ms"]["p50"] + 2000.0 * out["bulk_batch_s"]
+    out["bound_loaded_ms"] = out["idle"]["latency_ms"]["p50"] + 2000.0 * out["batch_s"]
     log(f"lanes: interactive p50 {out['interactive']['latency_ms']['p50']:.0f} ms, p99 "
         f"{out['interactive']['latency_ms']['p99']:.0f} ms; idle p50 "
-        f"{out['idle']['latency_ms']['p50']:.0f} ms; mean batch {1000 * out['batch_s']:.0f} ms")
+        f"{out['idle']['latency_ms']['p50']:.0f} ms; mean batch {1000 * out['bulk_batch_s']:.0f} "
+        f"ms alone, {1000 * out['batch_s']:.0f} ms loaded")
     return out
 
 
@@ -542,11 +553,17 @@ def report(a, r, ceiling) -> None:
         x = r["lanes"]
         lat = x["interactive"]["latency_ms"]
         figures += [
-            ("lanes: interactive p99 / (idle p50 + 2 batch durations)",
+            ("lanes: interactive p99 / (idle p50 + 2 bulk batch durations)",
              lat["p99"] / x["bound_ms"], "<= 1.0"),
-            ("  interactive p50 / (idle p50 + 2 batch durations)", lat["p50"] / x["bound_ms"], ""),
+            ("  interactive p50 / (idle p50 + 2 bulk batch durations)",
+             lat["p50"] / x["bound_ms"], ""),
+            ("  interactive p99 / (idle p50 + 2 loaded mean batch durations)",
+             lat["p99"] / x["bound_loaded_ms"], "(stricter)"),
             ("lanes: bulk throughput with interactive load / without",
              x["bulk_loaded"]["segments_per_sec"] / x["bulk_alone"]["segments_per_sec"], ">= 0.95"),
+            ("  (bulk + interactive segments/s with load) / bulk alone",
+             (x["bulk_loaded"]["segments_per_sec"] + x["interactive"]["segments_per_sec"])
+             / x["bulk_alone"]["segments_per_sec"], "(diagnostic)"),
         ]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
@@ -575,7 +592,8 @@ def report(a, r, ceiling) -> None:
                    f"p50 {x['interactive']['latency_ms']['p50']:.0f} / p99 "
                    f"{x['interactive']['latency_ms']['p99']:.0f} ms, idle p50 "
                    f"{x['idle']['latency_ms']['p50']:.0f} ms, mean batch "
-                   f"{1000 * x['batch_s']:.0f} ms; bulk {x['bulk_alone']['segments_per_sec']:.1f} "
+                   f"{1000 * x['bulk_batch_s']:.0f} ms alone, {1000 * x['batch_s']:.0f} ms "
+                   f"loaded; bulk {x['bulk_alone']['segments_per_sec']:.1f} "
                    f"seg/s alone, {x['bulk_loaded']['segments_per_sec']:.1f} loaded")
     print("(latency: " + "; ".join(lat) + ")")
     for name, value, target in figures:

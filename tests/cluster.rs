@@ -415,18 +415,66 @@ impl WorkerDrillView<'_> {
 }
 
 /// Waits until `log` counts `n` replies (duplicates included), bounded; on timeout,
-/// panics with what the drill's parts are doing.
-async fn wait_replies(log: &ReplyLog, n: usize, what: &str, view: &WorkerDrillView<'_>) {
-    if !log
+/// panics with what the drill's parts are doing and what the broker holds (queues
+/// with their unacknowledged counts, consumers, channels: where stalled jobs are).
+async fn wait_replies(
+    cluster: PrivateCluster,
+    log: &ReplyLog,
+    n: usize,
+    what: &str,
+    view: &WorkerDrillView<'_>,
+) -> PrivateCluster {
+    if log
         .wait_until(Duration::from_secs(120), |total, _| total >= n)
         .await
     {
-        panic!(
-            "fewer than {n} replies ({what}): {} arrived; {}",
-            log.total(),
-            view.describe().await
-        );
+        return cluster;
     }
+    let ours = view.describe().await;
+    let (cluster, broker) = blocking(cluster, |c| {
+        let lists: [&[&str]; 3] = [
+            &[
+                "list_queues",
+                "name",
+                "type",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+                "leader",
+                "online",
+            ],
+            &[
+                "list_consumers",
+                "queue_name",
+                "channel_pid",
+                "prefetch_count",
+                "active",
+            ],
+            &[
+                "list_channels",
+                "pid",
+                "connection",
+                "consumer_count",
+                "messages_unacknowledged",
+                "messages_unconfirmed",
+                "prefetch_count",
+            ],
+        ];
+        let out: Vec<String> = lists
+            .iter()
+            .map(|args| match c.ctl(args) {
+                Ok(text) => format!("{}:\n{text}", args[0]),
+                Err(e) => format!("{}: {e}", args[0]),
+            })
+            .collect();
+        out.join("\n")
+    })
+    .await;
+    panic!(
+        "fewer than {n} replies ({what}): {} arrived; {ours}\nbroker (running nodes {:?}):\n{broker}",
+        log.total(),
+        cluster.running(),
+    );
 }
 
 /// Waits until the process's `/metrics` (on `port`) shows `series` ≥ `at_least`.
@@ -485,7 +533,14 @@ async fn drill_cluster_worker_survives_node_and_leader_kills() {
         collector_reconnects: &collector.reconnects,
         metrics_port: http,
     };
-    wait_replies(&log, BETWEEN_FAULTS, "before the first fault", &view).await;
+    let cluster = wait_replies(
+        cluster,
+        &log,
+        BETWEEN_FAULTS,
+        "before the first fault",
+        &view,
+    )
+    .await;
 
     // Fault 1: the node the worker is connected to.
     let (cluster, (worker_node, fault1)) = blocking(cluster, move |c| {
@@ -496,7 +551,8 @@ async fn drill_cluster_worker_survives_node_and_leader_kills() {
     })
     .await;
     let at_fault1 = log.total();
-    wait_replies(
+    let cluster = wait_replies(
+        cluster,
         &log,
         at_fault1 + BETWEEN_FAULTS,
         "after the worker's node died",
@@ -524,7 +580,8 @@ async fn drill_cluster_worker_survives_node_and_leader_kills() {
     })
     .await;
     let at_fault2 = log.total();
-    wait_replies(
+    let cluster = wait_replies(
+        cluster,
         &log,
         at_fault2 + BETWEEN_FAULTS,
         "after the leader died",

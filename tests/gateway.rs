@@ -7,96 +7,12 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::gateway::*;
 use common::process::WorkerProcess;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-use translation_worker::config::Config;
-use translation_worker::gateway::{Gateway, GatewayError, GatewayHandle};
-
-/// A gateway running in this process on an ephemeral port.
-struct RunningGateway {
-    base: String,
-    handle: GatewayHandle,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), GatewayError>>,
-}
-
-impl RunningGateway {
-    async fn start(mut config: Config) -> Self {
-        config.gateway.listen = "127.0.0.1:0".into();
-        let gateway = Gateway::bind(&config).await.expect("gateway binds");
-        let addr = gateway.local_addr().expect("bound address");
-        let handle = gateway.handle();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(gateway.run(shutdown.clone()));
-        Self {
-            base: format!("http://{addr}"),
-            handle,
-            shutdown,
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The text of `/metrics`.
-    async fn metrics_text(&self, http: &reqwest::Client) -> String {
-        http.get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics request")
-            .text()
-            .await
-            .expect("metrics body")
-    }
-
-    /// Waits until `/healthz` says the broker connection is up.
-    async fn wait_healthy(&self, http: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = http.get(self.url("/healthz")).send().await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "gateway never became healthy");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("gateway stops")
-            .expect("gateway task")
-            .expect("gateway served without error");
-    }
-}
-
-fn http_client() -> reqwest::Client {
-    // No proxy: the gateway is on loopback, whatever HTTP_PROXY says.
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("HTTP client")
-}
-
-/// Status, `Retry-After` and JSON body of a response.
-async fn answer(r: reqwest::Response) -> (StatusCode, Option<String>, Value) {
-    let status = r.status();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = r.text().await.expect("body");
-    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status}: {e}: {body}"));
-    (status, retry, value)
-}
+use translation_worker::gateway::GatewayError;
 
 /// `GET /translate` with `texts` as repeated `q`.
 async fn get_translate(
@@ -239,7 +155,8 @@ async fn translates_through_the_worker_in_both_dialects() {
     let (status, _, v) = answer(http.get(gw.url("/frontend/settings")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["charLimit"], json!(config.limits.max_text_chars));
-    assert_eq!(v["filesTranslation"], json!(false));
+    // Files are on by default (issue 16; tests/gateway_files.rs covers them).
+    assert_eq!(v["filesTranslation"], json!(true));
     assert_eq!(v["apiKeys"], json!(false));
     assert_eq!(
         v["language"]["source"],

@@ -123,6 +123,15 @@ async fn python_and_node_libretranslate_clients_work_against_the_gateway() {
         json!({"translated_text": KO, "detected_language": null, "alternatives": null}),
         "{py}"
     );
+    // `alternatives=2` (a form field): up to two other translations of the
+    // one-sentence text, none of them the translation itself.
+    let alt = &py["aio.translate_alternatives"];
+    assert_eq!(alt["translated_text"], KO, "{py}");
+    let alts = alt["alternatives"]
+        .as_array()
+        .expect("alternatives: a list");
+    assert!((1..=2).contains(&alts.len()), "{py}");
+    assert!(alts.iter().all(|a| a.is_string() && a != KO), "{py}");
     assert_eq!(
         py["aio.translate_list"]["translated_text"],
         json!([KO, format!("{KO} 2")]),
@@ -205,7 +214,8 @@ async fn python_and_node_libretranslate_clients_work_against_the_gateway() {
     // target language and is not sent); the refused one sent none. A job is counted
     // after its reply, so wait for the count.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while worker.metrics.jobs_ok.get() < jobs_before + 14 {
+    // (15 with the alternatives call.)
+    while worker.metrics.jobs_ok.get() < jobs_before + 15 {
         assert!(
             Instant::now() < deadline,
             "jobs: {}",
@@ -213,7 +223,7 @@ async fn python_and_node_libretranslate_clients_work_against_the_gateway() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(worker.metrics.jobs_ok.get(), jobs_before + 14);
+    assert_eq!(worker.metrics.jobs_ok.get(), jobs_before + 15);
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -236,4 +246,129 @@ async fn python_and_node_libretranslate_clients_work_against_the_gateway() {
         .expect("gateway served without error");
     worker.stop().await;
     cleanup(&config).await;
+}
+
+/// The PyPI clients against a gateway that requires API keys: `api_key` in their
+/// form bodies, LibreTranslate's errors without or with a wrong key, and
+/// libretranslate-aio's `translate_file` (multipart) with the download it names. The
+/// npm client sends its key as `apiKey` (not LibreTranslate's `api_key`), so it has
+/// no working key support to test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_send_api_keys_and_translate_files() {
+    let clients = tokio::task::spawn_blocking(install_clients)
+        .await
+        .expect("install task");
+    let mut config = test_config();
+    config.model.pairs = vec!["ko-en".into(), "en-ko".into()];
+    let key = format!("key-{}", uuid::Uuid::new_v4().simple());
+    let keys_file = std::env::temp_dir().join(format!("tw-keys-{key}"));
+    std::fs::write(&keys_file, format!("{key}\n")).expect("keys file");
+    config.gateway.api_keys_file = keys_file.clone();
+    let worker = start_worker(config.clone()).await;
+    let mut gw_config = config.clone();
+    gw_config.gateway.listen = "127.0.0.1:0".into();
+    let gateway = Gateway::bind(&gw_config).await.expect("gateway binds");
+    let base = format!("http://{}", gateway.local_addr().expect("bound address"));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(gateway.run(shutdown.clone()));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "gateway never healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = root.join("tests/fixtures/files");
+    let names = ["notes.txt", "page.html", "report.docx"];
+    let mut python = Command::new(clients.join("venv/bin/python"));
+    python
+        .arg(root.join("tests/clients/python_files_keys.py"))
+        .args([&base, &key])
+        .args(names.iter().map(|n| fixtures.join(n)))
+        .env("NO_PROXY", "*");
+    let py = tokio::task::spawn_blocking(move || run_client(python))
+        .await
+        .expect("client task");
+
+    assert_eq!(py["py.translate_key"], json!("안녕"), "{py}");
+    assert_eq!(py["py.translate_no_key"]["status"], 400, "{py}");
+    assert_eq!(py["py.translate_bad_key"]["status"], 403, "{py}");
+    let settings = &py["aio.frontend_settings"];
+    // (The client's settings have no `filesTranslation`: the formats tell.)
+    assert_eq!(settings["api_keys"], true, "{settings}");
+    assert_eq!(settings["key_required"], true, "{settings}");
+    assert!(
+        settings["supported_files_format"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!(".docx"))),
+        "{settings}"
+    );
+    assert_eq!(py["aio.translate_key"]["translated_text"], "안녕", "{py}");
+    for name in names {
+        let url = py[format!("aio.file.{name}")]["translated_file_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: {py}"));
+        assert!(url.starts_with(&format!("{base}/download_file/")), "{url}");
+        let got = &py[format!("aio.download.{name}")];
+        assert_eq!(
+            got["disposition"],
+            json!(format!("attachment; filename=\"{name}\"")),
+            "{py}"
+        );
+        let body = base64_decode(got["body"].as_str().expect("a body"));
+        let input = std::fs::read(fixtures.join(name)).expect("fixture");
+        if name.ends_with(".docx") {
+            // Rewritten archive: the same texts (copy model).
+            let kind = translation_worker::documents::FileKind::Docx;
+            let limit = 64 * 1024 * 1024;
+            let before = translation_worker::documents::extract(kind, &input, limit).unwrap();
+            let after = translation_worker::documents::extract(kind, &body, limit).unwrap();
+            assert_eq!(after.texts(), before.texts(), "{name}");
+        } else {
+            assert_eq!(body, input, "{name}");
+        }
+    }
+    assert_eq!(py["aio.file_no_key"]["status"], 400, "{py}");
+    assert_eq!(
+        py["aio.file_no_key"]["error"], "Please contact the server operator to get an API key",
+        "{py}"
+    );
+    assert_eq!(py["aio.detect_no_key"]["status"], 400, "{py}");
+    let body = base64_decode(
+        py["aio_async.download"]["body"]
+            .as_str()
+            .expect("async file"),
+    );
+    assert_eq!(body, std::fs::read(fixtures.join(names[0])).unwrap());
+
+    let _ = std::fs::remove_file(&keys_file);
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+    worker.stop().await;
+}
+
+/// Standard base64 (what the client script prints downloads as).
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("base64 character") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use translation_client::url::{redact_url, split_url_list};
+use translation_client::Lane;
 
 use super::{check, ConfigError, TlsFiles};
 
@@ -155,6 +156,20 @@ impl AmqpConfig {
             !self.dead_letter.is_empty(),
             "amqp.dead_letter",
             "must not be empty",
+        )?;
+        // `<queue>.interactive` is the interactive lane's queue: a job queue of that
+        // name would be another model's lane (both consumed, each job answered by
+        // whichever model got it), so the suffix is reserved.
+        check(
+            !self.queue.ends_with(Lane::INTERACTIVE_SUFFIX),
+            "amqp.queue",
+            "must not end with \".interactive\" (reserved for the interactive lane's queue)",
+        )?;
+        check(
+            self.dead_letter != self.queue
+                && self.dead_letter != format!("{}{}", self.queue, Lane::INTERACTIVE_SUFFIX),
+            "amqp.dead_letter",
+            "must differ from amqp.queue and from its interactive lane's queue",
         )?;
         check(self.prefetch >= 1, "amqp.prefetch", "must be at least 1")?;
         check(

@@ -2,6 +2,7 @@
 //! (the HTTP front end), `[shutdown]` and `[log]`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,29 @@ pub struct GatewayConfig {
     /// each request; workers batch them before bulk work) or `bulk`. Workers without
     /// the interactive lane get them on the bulk lane (the client falls back).
     pub lane: translation_client::Lane,
+    /// Serve LibreTranslate's `/translate_file` and `/download_file` (the translated
+    /// files are kept in Redis, so every replica can serve every download). Off, or
+    /// with `redis.enabled = false`, file translation is reported disabled.
+    pub files_translation: bool,
+    /// Largest uploaded file, in bytes; larger is 413 (refused by `Content-Length`
+    /// before the body is read when the client sends one).
+    pub max_file_bytes: usize,
+    /// How long (seconds) a translated file can be downloaded.
+    pub file_ttl_secs: u64,
+    /// Scheme and host put in `translatedFileUrl` (e.g. `https://translate.example.com`);
+    /// empty = `http://` (or `X-Forwarded-Proto`) + the request's `Host`.
+    pub public_url: String,
+    /// File of API keys (one per line, optionally followed by that key's requests per
+    /// minute; `#` comments), e.g. a mounted Kubernetes Secret. Empty (the default) =
+    /// no keys. Read once at start: restart the gateway to apply a changed file.
+    pub api_keys_file: PathBuf,
+    /// With `api_keys_file`: refuse requests without a key (otherwise a missing key
+    /// gets the default limit, as on LibreTranslate without `--require-api-key-origin`).
+    pub api_keys_required: bool,
+    /// Requests per minute per API key, or per client IP without one, shared by every
+    /// replica through Redis; 0 (the default) = no limit (per-key limits in
+    /// `api_keys_file` still apply).
+    pub req_limit_per_minute: u64,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +84,13 @@ impl Default for GatewayConfig {
             max_texts: 0,
             retry_after_secs: 1,
             lane: translation_client::Lane::Interactive,
+            files_translation: true,
+            max_file_bytes: 10 * 1024 * 1024,
+            file_ttl_secs: 1800,
+            public_url: String::new(),
+            api_keys_file: PathBuf::new(),
+            api_keys_required: true,
+            req_limit_per_minute: 0,
         }
     }
 }
@@ -104,6 +135,24 @@ impl GatewayConfig {
             self.retry_after_secs >= 1,
             "gateway.retry_after_secs",
             "must be at least 1",
+        )?;
+        check(
+            self.max_file_bytes >= 1024,
+            "gateway.max_file_bytes",
+            "must be at least 1024",
+        )?;
+        check(
+            self.file_ttl_secs >= 1,
+            "gateway.file_ttl_secs",
+            "must be at least 1",
+        )?;
+        check(
+            self.public_url.is_empty()
+                || ((self.public_url.starts_with("http://")
+                    || self.public_url.starts_with("https://"))
+                    && !self.public_url.ends_with('/')),
+            "gateway.public_url",
+            "must be empty or http(s)://host[:port][/path] without a trailing /",
         )
     }
 }

@@ -155,6 +155,31 @@ fn errors_name_the_key() {
 }
 
 #[test]
+fn lane_queue_names_cannot_collide() {
+    // Another model's interactive lane, or the dead-letter queue doubling as a lane.
+    let e = Config::from_sources("[amqp]\nqueue = \"jobs.interactive\"\n", None, env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("amqp.queue") && e.contains(".interactive"),
+        "{e}"
+    );
+    for dl in ["jobs", "jobs.interactive"] {
+        let toml = format!("[amqp]\nqueue = \"jobs\"\ndead_letter = \"{dl}\"\n");
+        let e = Config::from_sources(&toml, None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("amqp.dead_letter"), "{dl}: {e}");
+    }
+    let c = Config::from_sources(
+        "[amqp]\nqueue = \"jobs.interactive-docs\"\n",
+        None,
+        env(&[]),
+    );
+    assert_eq!(c.unwrap().amqp.queue, "jobs.interactive-docs");
+}
+
+#[test]
 fn queue_type_and_delivery_limit() {
     let c = Config::from_sources("", None, env(&[])).unwrap();
     assert_eq!(c.amqp.queue_type, QueueType::Classic);
@@ -504,15 +529,18 @@ fn lanes_default_on_and_are_configurable() {
     assert_eq!(c.amqp.interactive_prefetch, 64);
     assert_eq!(c.gateway.lane, translation_client::Lane::Interactive);
     assert_eq!(c.batch.interactive_burst, 4);
+    assert_eq!(c.batch.interactive_max_batch_tokens, 2048);
     let c = Config::from_sources(
         "[amqp]\ninteractive_lane = false\n[gateway]\nlane = \"bulk\"\n",
         None,
         env(&[
             ("TW_AMQP__INTERACTIVE_PREFETCH", "8"),
             ("TW_BATCH__INTERACTIVE_BURST", "2"),
+            ("TW_BATCH__INTERACTIVE_MAX_BATCH_TOKENS", "512"),
         ]),
     )
     .unwrap();
+    assert_eq!(c.batch.interactive_max_batch_tokens, 512);
     assert!(!c.amqp.interactive_lane);
     assert_eq!(c.amqp.interactive_prefetch, 8);
     assert_eq!(c.gateway.lane, translation_client::Lane::Bulk);
@@ -525,6 +553,14 @@ fn lanes_default_on_and_are_configurable() {
         (
             "[batch]\ninteractive_burst = 0\n",
             "batch.interactive_burst",
+        ),
+        (
+            "[batch]\ninteractive_max_batch_tokens = 0\n",
+            "batch.interactive_max_batch_tokens",
+        ),
+        (
+            "[batch]\nmax_batch_tokens = 1000\ninteractive_max_batch_tokens = 1001\n",
+            "batch.interactive_max_batch_tokens",
         ),
         ("[gateway]\nlane = \"urgent\"\n", "lane"),
     ] {

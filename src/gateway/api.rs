@@ -16,10 +16,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
-use translation_client::wire::{pair_key, Split};
+use translation_client::wire::{pair_key, Format, JobOptions, Split};
 use translation_client::{ClientError, TranslateReply, TranslateRequest};
 
-use super::detect::{Detection, Detector};
+use super::detect::{detectable_text, Detection, Detector};
 use super::error::{client_error, ApiError};
 use super::libretranslate::{
     language_name, parse_detect_body, parse_lt_body, parse_query, FrontendSettings, Language,
@@ -48,6 +48,19 @@ struct Outcome {
     model: String,
     /// Each text's detected language, when the source was `auto`.
     detected: Option<Vec<Detection>>,
+    /// Each text's alternatives, when asked for (LibreTranslate's `alternatives`).
+    alternatives: Option<Vec<Vec<String>>>,
+}
+
+/// `Outcome::alternatives` of a request for `asked` alternatives of `n` texts: what
+/// the worker gave, else (HTML, which has none, as on LibreTranslate) none per text;
+/// `None` when none were asked for.
+fn alternatives_of(
+    asked: u32,
+    n: usize,
+    given: Option<Vec<Vec<String>>>,
+) -> Option<Vec<Vec<String>>> {
+    (asked > 0).then(|| given.unwrap_or_else(|| vec![Vec::new(); n]))
 }
 
 /// `/healthz`'s answer.
@@ -76,11 +89,15 @@ pub(super) struct AppState {
     pub(super) link: Arc<Link>,
     /// Counted by the handlers and the middleware; also the listener's rewrites.
     pub(super) metrics: Arc<GatewayMetrics>,
+    /// Where translated files are kept (Redis); `None` when file translation is off.
+    pub(super) files: Option<Arc<super::store::Store>>,
+    /// API keys and the rate limit.
+    pub(super) access: super::keys::Access,
 }
 
 impl AppState {
     /// Admits one more pending request, or answers 503 when `max_pending` wait already.
-    fn admit(&self) -> Result<PendingSlot<'_>, ApiError> {
+    pub(super) fn admit(&self) -> Result<PendingSlot<'_>, ApiError> {
         // The slot exists before the check, so a refused request gives its count back
         // too.
         let (slot, before) = self.metrics.add_pending();
@@ -98,7 +115,7 @@ impl AppState {
     }
 
     /// Validates `req`, sends it as one job and waits for the reply.
-    async fn translate(&self, req: TextRequest) -> Result<TranslateReply, ApiError> {
+    pub(super) async fn translate(&self, req: TextRequest) -> Result<TranslateReply, ApiError> {
         let missing = |what: &str| {
             ApiError::bad_request(format!("Invalid request: missing {what} parameter"))
         };
@@ -133,6 +150,16 @@ impl AppState {
             .with_timeout(self.timeout)
             .with_split(Split::Sentences)
             .with_format(req.format);
+        // The wire contract gives alternatives of one-sentence texts, and none for
+        // HTML (refused there; LibreTranslate answers none either).
+        let request = if req.alternatives > 0 && req.format == Format::Text {
+            request.with_options(JobOptions {
+                alternatives: Some(u64::from(req.alternatives)),
+                ..JobOptions::default()
+            })
+        } else {
+            request
+        };
         let reply = client.translate(request).await.map_err(|e| {
             if matches!(e, ClientError::ConnectionLost) {
                 self.link.connection_lost();
@@ -183,7 +210,7 @@ impl AppState {
 
     /// Runs `f` on the detector off the async runtime (detection is CPU work, and the
     /// first call loads the models).
-    async fn on_detector<T: Send + 'static>(
+    pub(super) async fn on_detector<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Detector) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -205,12 +232,14 @@ impl AppState {
         if req.source.as_deref() == Some("auto") {
             return self.translate_auto(req).await;
         }
+        let (asked, n) = (req.alternatives, req.texts.len());
         let reply = self.translate(req).await?;
         Ok(Outcome {
             translations: reply.translations,
             cached: reply.cached,
             model: reply.model,
             detected: None,
+            alternatives: alternatives_of(asked, n, reply.alternatives),
         })
     }
 
@@ -235,11 +264,16 @@ impl AppState {
             ));
         }
         let texts = std::mem::take(&mut req.texts);
+        let format = req.format;
         let (texts, mut detected) = {
             // Detection is bounded like a translation: it holds a pending slot.
             let _slot = self.admit()?;
             self.on_detector(move |d| {
-                let detected: Vec<Detection> = texts.iter().map(|t| d.best(t)).collect();
+                // HTML: the page's text, not its markup (issue 16).
+                let detected: Vec<Detection> = texts
+                    .iter()
+                    .map(|t| d.best(&detectable_text(t, format)))
+                    .collect();
                 (texts, detected)
             })
             .await?
@@ -290,8 +324,13 @@ impl AppState {
         let replies = futures_util::future::try_join_all(jobs).await?;
         let mut translations = texts;
         let mut cached = vec![false; translations.len()];
+        // A text already in the target language has none.
+        let mut alternatives = vec![Vec::new(); translations.len()];
         let mut model = String::new();
         for ((_, indices), reply) in groups.iter().zip(replies) {
+            for (&i, a) in indices.iter().zip(reply.alternatives.into_iter().flatten()) {
+                alternatives[i] = a;
+            }
             if reply.translations.len() != indices.len() {
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
@@ -316,6 +355,7 @@ impl AppState {
             cached,
             model,
             detected: Some(detected),
+            alternatives: (req.alternatives > 0).then_some(alternatives),
         })
     }
 }
@@ -386,6 +426,15 @@ async fn post_translate(
             json!(detected)
         } else {
             json!(detected.pop())
+        };
+    }
+    // LibreTranslate: present when asked for; a list for one text, one per text for
+    // a list.
+    if let Some(mut alternatives) = reply.alternatives {
+        answer["alternatives"] = if many {
+            json!(alternatives)
+        } else {
+            json!(alternatives.pop().unwrap_or_default())
         };
     }
     Ok(Json(answer))
@@ -512,9 +561,28 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/frontend/settings", get(get_frontend_settings))
         .route("/metrics", get(metrics_text))
+        // LibreTranslate's file translation (src/gateway/files.rs): its own body limit.
+        .route(
+            "/translate_file",
+            post(super::files::post_translate_file).layer(DefaultBodyLimit::max(
+                state
+                    .cfg
+                    .max_file_bytes
+                    .saturating_add(super::files::FORM_OVERHEAD),
+            )),
+        )
+        .route(
+            "/download_file/{name}",
+            get(super::files::get_download_file),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        // API keys and the rate limit of /translate and /detect (src/gateway/keys.rs).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::keys::guard,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -12,15 +12,36 @@
 //! Confidences are reported 0–100 as LibreTranslate does; lingua's values for the
 //! candidate languages add up to 1.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
 use lingua::{IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder};
 use serde::Serialize;
+use translation_client::wire::Format;
+
+use crate::translate::html;
 
 /// Characters of a text that detection reads: a sample this long decides the language
 /// of any longer text, and bounds the cost of a call whatever the body size.
 pub(super) const MAX_DETECT_CHARS: usize = 2000;
+
+/// What detection reads of a text sent as `format`: a plain text as it is; of an
+/// HTML page only the text a reader sees, as the worker translates it (tags,
+/// attributes, comments and the contents of `script`, `style`, `code`, … left out,
+/// character references decoded; see [`html::plan`]), so English-looking markup
+/// around a Korean page does not make it English. A page the tokenizer cannot read
+/// is read as it is. Blocking (tokenizes the page).
+pub(super) fn detectable_text(text: &str, format: Format) -> Cow<'_, str> {
+    if format != Format::Html {
+        return Cow::Borrowed(text);
+    }
+    // Only the text matters here, not where sentences end: any language cuts it.
+    match html::plan(text, "en", |_| true) {
+        Ok(plan) => Cow::Owned(plan.segments().join("\n")),
+        Err(_) => Cow::Borrowed(text),
+    }
+}
 
 /// One candidate language of a text, in LibreTranslate's shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -340,6 +361,49 @@ mod tests {
                 "{part}: {right}/{total}: {misses:#?}"
             );
         }
+    }
+
+    /// Issue 16: `source: "auto"` with `format: "html"` detected on the markup. A
+    /// Korean page whose head (styles, a script, English class names and
+    /// attributes) fills the detection sample reads as English raw, and as Korean
+    /// by its text.
+    #[test]
+    fn html_is_detected_by_its_text_not_its_markup() {
+        let d = detector(&["ko", "en"]);
+        let style = ".navigation-menu { display: flex; background-color: white; }\n".repeat(30);
+        let page = format!(
+            "<!DOCTYPE html><html lang=\"ko\"><head><title>회의 안내</title>\
+             <style>{style}</style>\
+             <script>function toggleNavigationMenu() {{ return document.body; }}</script>\
+             </head><body class=\"main-content-wrapper with-sidebar\">\
+             <div class=\"article-body\" data-tracking=\"summary paragraph\">\
+             <p>회의는 오전 10시에 <b>본사</b> 3층 회의실에서 열립니다.</p>\
+             <p>참석자는 자료를 미리 읽어 주시기 바랍니다 &amp; 질문을 준비해 주세요.</p>\
+             </div></body></html>"
+        );
+        assert!(page
+            .chars()
+            .take(MAX_DETECT_CHARS)
+            .all(|c| c.is_ascii() || "회의안내".contains(c)));
+        assert_eq!(
+            d.best(&page).language,
+            "en",
+            "the raw page reads as English"
+        );
+        let text = detectable_text(&page, Format::Html);
+        assert!(
+            !text.contains('<') && !text.contains("navigation"),
+            "{text}"
+        );
+        assert!(text.contains("본사") && text.contains(" & "), "{text}");
+        assert_eq!(d.best(&text).language, "ko");
+        // Plain text is read as it is, markup-like or not.
+        assert_eq!(detectable_text("<b>x</b>", Format::Text), "<b>x</b>");
+        // An empty page has nothing to tell by.
+        assert_eq!(
+            d.best(&detectable_text("<p></p>", Format::Html)).confidence,
+            0.0
+        );
     }
 
     #[test]

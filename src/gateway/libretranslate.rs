@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use translation_client::wire::Format;
+use translation_client::wire::{Format, ALTERNATIVES};
 
 use super::error::ApiError;
 
@@ -22,6 +22,38 @@ pub(super) struct TextRequest {
     pub(super) many: bool,
     /// `format`: plain text (the default) or HTML.
     pub(super) format: Format,
+    /// LibreTranslate's `alternatives`: how many alternative translations to answer
+    /// per text (0: none, and no `alternatives` key in the answer).
+    pub(super) alternatives: u32,
+}
+
+/// Reads LibreTranslate's `alternatives` as it does (`int(...)`): a number (a
+/// fraction is cut to a whole one) or a string of digits, as forms send it; absent
+/// or `null` is 0, a negative number reads as 0, and more than the wire contract's
+/// `options.alternatives` allows is refused, both with LibreTranslate's messages.
+fn parse_alternatives(value: Option<&serde_json::Value>) -> Result<u32, ApiError> {
+    use serde_json::Value;
+    let not_a_number =
+        || ApiError::bad_request("Invalid request: alternatives parameter is not a number");
+    let n: i128 = match value {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i128::from(i),
+            (_, Some(u), _) => i128::from(u),
+            // Finite, as serde_json reads no other: saturates far past the limit.
+            (_, _, Some(f)) => f.trunc() as i128,
+            _ => return Err(not_a_number()),
+        },
+        Some(Value::String(s)) => s.trim().parse::<i128>().map_err(|_| not_a_number())?,
+        Some(_) => return Err(not_a_number()),
+    };
+    let max = *ALTERNATIVES.end();
+    match u64::try_from(n.max(0)) {
+        Ok(n) if n <= max => Ok(n as u32),
+        _ => Err(ApiError::bad_request(format!(
+            "Invalid request: alternatives parameter must be <= {max}"
+        ))),
+    }
 }
 
 /// Reads LibreTranslate's `format`: `text` (also when empty or absent) or `html`.
@@ -52,10 +84,12 @@ pub(super) fn parse_query(query: &str) -> Result<TextRequest, ApiError> {
             "source" => &mut req.source,
             "target" => &mut req.target,
             "format" => &mut format,
+            // Checked by the keys middleware (src/gateway/keys.rs).
+            "api_key" => continue,
             // Strict, like the wire contract: a misspelt key must not be ignored.
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown parameter {other:?} (expected q, source, target, format)"
+                    "unknown parameter {other:?} (expected q, source, target, format, api_key)"
                 )))
             }
         };
@@ -75,14 +109,16 @@ enum LtText {
     Many(Vec<String>),
 }
 
-/// A LibreTranslate `POST /translate` JSON body. Other keys (`api_key`,
-/// `alternatives`, ...) are accepted and ignored, as LibreTranslate clients send them.
+/// A LibreTranslate `POST /translate` JSON body. Other keys (`api_key`, ...) are
+/// accepted and ignored, as LibreTranslate clients send them.
 #[derive(Deserialize)]
 struct LtBody {
     q: Option<LtText>,
     source: Option<String>,
     target: Option<String>,
     format: Option<String>,
+    /// Any JSON: read as LibreTranslate does ([`parse_alternatives`]).
+    alternatives: Option<serde_json::Value>,
 }
 
 /// Reads a LibreTranslate body: a form (`application/x-www-form-urlencoded`; repeated
@@ -104,6 +140,10 @@ pub(super) fn parse_lt_body(content_type: &str, body: &[u8]) -> Result<TextReque
                     "source" => req.source = Some(value.into_owned()),
                     "target" => req.target = Some(value.into_owned()),
                     "format" => format = Some(value.into_owned()),
+                    "alternatives" => {
+                        let value = serde_json::Value::String(value.into_owned());
+                        req.alternatives = parse_alternatives(Some(&value))?;
+                    }
                     _ => {}
                 }
             }
@@ -131,6 +171,7 @@ pub(super) fn parse_lt_body(content_type: &str, body: &[u8]) -> Result<TextReque
                 texts,
                 many,
                 format: Format::Text,
+                alternatives: parse_alternatives(body.alternatives.as_ref())?,
             };
             (req, body.format)
         }
@@ -259,8 +300,9 @@ pub(super) fn languages(pairs: &[(String, String)]) -> Vec<Language> {
 }
 
 /// `GET /frontend/settings` (LibreTranslate's shape): what its web UI and several
-/// clients read before translating. Files, API keys and suggestions are not offered
-/// (yet), so they are reported off; `charLimit` is the worker's per-text limit.
+/// clients read before translating. Files and API keys are reported as configured
+/// ([`FrontendSettings::with_features`]); suggestions are not offered; `charLimit` is
+/// the worker's per-text limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct FrontendSettings {
@@ -274,6 +316,24 @@ pub(super) struct FrontendSettings {
     files_translation: bool,
     supported_files_format: Vec<String>,
     language: FrontendLanguages,
+}
+
+impl FrontendSettings {
+    /// Reports file translation (`formats`: the extensions accepted, empty when off)
+    /// and API keys (`api_keys`: keys are configured; `key_required`: a request
+    /// without one is refused).
+    pub(super) fn with_features(
+        mut self,
+        formats: Vec<String>,
+        api_keys: bool,
+        key_required: bool,
+    ) -> Self {
+        self.files_translation = !formats.is_empty();
+        self.supported_files_format = formats;
+        self.api_keys = api_keys;
+        self.key_required = key_required;
+        self
+    }
 }
 
 /// The UI's default pair.
@@ -396,6 +456,66 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let e = parse_lt_body("multipart/form-data; boundary=x", b"").unwrap_err();
         assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn alternatives_are_read_as_libretranslate_reads_them() {
+        let alt = |ct: &str, body: &[u8]| parse_lt_body(ct, body).map(|r| r.alternatives);
+        let json = "application/json";
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(alt(json, br#"{"q":"x"}"#).unwrap(), 0);
+        assert_eq!(alt(json, br#"{"q":"x","alternatives":null}"#).unwrap(), 0);
+        assert_eq!(alt(json, br#"{"q":"x","alternatives":3}"#).unwrap(), 3);
+        assert_eq!(alt(json, br#"{"q":"x","alternatives":"2"}"#).unwrap(), 2);
+        assert_eq!(alt(json, br#"{"q":"x","alternatives":2.9}"#).unwrap(), 2);
+        assert_eq!(alt(json, br#"{"q":"x","alternatives":-4}"#).unwrap(), 0);
+        assert_eq!(alt(form, b"q=x&alternatives=3").unwrap(), 3);
+        assert_eq!(alt(form, b"q=x&alternatives=+1").unwrap(), 1);
+        let max = *ALTERNATIVES.end();
+        assert_eq!(
+            alt(
+                json,
+                format!(r#"{{"q":"x","alternatives":{max}}}"#).as_bytes()
+            )
+            .unwrap(),
+            max as u32
+        );
+        for (ct, body, message) in [
+            (
+                json,
+                &br#"{"q":"x","alternatives":"many"}"#[..],
+                "Invalid request: alternatives parameter is not a number",
+            ),
+            (
+                json,
+                br#"{"q":"x","alternatives":[1]}"#,
+                "Invalid request: alternatives parameter is not a number",
+            ),
+            (
+                form,
+                b"q=x&alternatives=1.5",
+                "Invalid request: alternatives parameter is not a number",
+            ),
+            (
+                json,
+                br#"{"q":"x","alternatives":9}"#,
+                "Invalid request: alternatives parameter must be <= 8",
+            ),
+            (
+                json,
+                br#"{"q":"x","alternatives":1e300}"#,
+                "Invalid request: alternatives parameter must be <= 8",
+            ),
+            (
+                form,
+                b"q=x&alternatives=99999999999999999999999",
+                "Invalid request: alternatives parameter must be <= 8",
+            ),
+        ] {
+            let e = alt(ct, body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.message, message, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::telemetry::{self, Counter, Gauge};
 
 /// Route labels of the metrics; anything else is `other`, so that probing random
 /// paths cannot grow the number of series.
-pub(super) const ROUTES: [&str; 8] = [
+pub(super) const ROUTES: [&str; 10] = [
     "/translate",
     "/languages",
     "/healthz",
@@ -23,6 +23,8 @@ pub(super) const ROUTES: [&str; 8] = [
     "/health",
     "/frontend/settings",
     "/detect",
+    "/translate_file",
+    "/download_file",
     "other",
 ];
 
@@ -34,6 +36,9 @@ const DURATION_BUCKETS: &[f64] = &[
 
 /// The metrics label of a request path.
 pub(super) fn route_label(path: &str) -> &'static str {
+    if path.starts_with("/download_file/") {
+        return "/download_file";
+    }
     ROUTES
         .iter()
         .copied()
@@ -58,6 +63,18 @@ struct RouteLabel {
     route: &'static str,
 }
 
+/// The label of `translation_gateway_files_translated_total`: the file's extension.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The label of the reject counters: why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// Builds each route's duration histogram.
 type NewHistogram = fn() -> PromHistogram;
 
@@ -80,6 +97,18 @@ pub struct GatewayMetrics {
     pub broker_connected: Gauge,
     /// Broker connections made after the first one.
     pub broker_reconnects: Counter,
+    /// Files translated, by extension (a fixed set: `FileKind`'s).
+    files_translated: Family<KindLabel, PromCounter>,
+    /// Bytes of the files translated (as uploaded).
+    file_bytes: Counter,
+    /// Files refused or failed, by reason (a fixed set, named in `files.rs`).
+    file_rejects: Family<ReasonLabel, PromCounter>,
+    /// API keys refused: `missing` or `invalid`.
+    key_rejects: Family<ReasonLabel, PromCounter>,
+    /// Requests answered 429 by the rate limit.
+    pub(super) rate_limited: Counter,
+    /// Requests let through unchecked because Redis was unavailable (fail-open).
+    pub(super) rate_limit_errors: Counter,
 }
 
 impl GatewayMetrics {
@@ -126,6 +155,39 @@ impl GatewayMetrics {
         for route in ROUTES {
             drop(durations.get_or_create(&RouteLabel { route }));
         }
+        let files_translated = Family::<KindLabel, PromCounter>::default();
+        r.register(
+            "files_translated",
+            "Files translated by /translate_file, by extension",
+            files_translated.clone(),
+        );
+        let file_bytes = Counter::registered(
+            &mut r,
+            "file_bytes",
+            "Bytes of the files translated by /translate_file, as uploaded",
+        );
+        let file_rejects = Family::<ReasonLabel, PromCounter>::default();
+        r.register(
+            "file_rejects",
+            "Files refused or failed by /translate_file, by reason",
+            file_rejects.clone(),
+        );
+        let key_rejects = Family::<ReasonLabel, PromCounter>::default();
+        r.register(
+            "api_key_rejects",
+            "Requests refused for their API key (missing or invalid)",
+            key_rejects.clone(),
+        );
+        let rate_limited = Counter::registered(
+            &mut r,
+            "rate_limited",
+            "Requests answered 429 by the per-minute rate limit",
+        );
+        let rate_limit_errors = Counter::registered(
+            &mut r,
+            "rate_limit_errors",
+            "Requests let through unchecked because Redis was unavailable",
+        );
         Self {
             registry: r,
             requests,
@@ -133,6 +195,12 @@ impl GatewayMetrics {
             pending,
             broker_connected,
             broker_reconnects,
+            files_translated,
+            file_bytes,
+            file_rejects,
+            key_rejects,
+            rate_limited,
+            rate_limit_errors,
         }
     }
 
@@ -175,6 +243,51 @@ impl GatewayMetrics {
                 status,
             })
             .map_or(0, |c| c.get())
+    }
+
+    /// Counts one file translated: its extension (`.txt`, ...) and size.
+    pub(super) fn file_translated(&self, extension: &'static str, bytes: usize) {
+        let kind = extension.trim_start_matches('.');
+        self.files_translated
+            .get_or_create(&KindLabel { kind })
+            .inc();
+        self.file_bytes.add(bytes as u64);
+    }
+
+    /// Counts one file refused or failed for `reason`.
+    pub(super) fn file_rejected(&self, reason: &'static str) {
+        self.file_rejects
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts one request refused for its API key (`missing` or `invalid`).
+    pub(super) fn key_rejected(&self, reason: &'static str) {
+        self.key_rejects
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Files refused or failed for `reason` so far.
+    pub fn file_rejects(&self, reason: &str) -> u64 {
+        self.file_rejects
+            .get(&ReasonLabel {
+                reason: match reason {
+                    "too_large" => "too_large",
+                    "unsupported" => "unsupported",
+                    "corrupt" => "corrupt",
+                    "invalid_request" => "invalid_request",
+                    "store_unavailable" => "store_unavailable",
+                    "translation_failed" => "translation_failed",
+                    _ => return 0,
+                },
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Requests answered 429 by the rate limit so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.get()
     }
 
     /// Translation requests waiting for their reply now.

@@ -32,6 +32,16 @@ pub enum GatewayError {
     /// [`Gateway::run`]).
     #[error(transparent)]
     Refused(Box<crate::amqp::BrokerError>),
+    /// `gateway.api_keys_file` could not be read.
+    #[error(transparent)]
+    Keys(#[from] super::keys::KeysError),
+    /// The `[redis]` settings could not be used (URL, TLS files).
+    #[error("gateway redis (files, rate limit): {0}")]
+    Store(#[from] super::store::StoreError),
+    /// A rate limit is configured but Redis is disabled: it could not be shared by the
+    /// replicas.
+    #[error("gateway.req_limit_per_minute (or a limit in gateway.api_keys_file) needs redis.enabled = true: the replicas share the counters through Redis")]
+    LimitWithoutRedis,
 }
 
 /// The gateway's listener: accepted connections are wrapped in [`JsonErrors`], so the
@@ -56,6 +66,17 @@ impl axum::serve::Listener for Listener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// The peer address of a connection (`ConnectInfo<Peer>`): the rate limit's client
+/// when there is no `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peer(pub(super) SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
+        Peer(*stream.remote_addr())
     }
 }
 
@@ -103,13 +124,50 @@ impl Gateway {
             let detector = detector.clone();
             move || detector.warm_up()
         });
+        let keys = if cfg.api_keys_file.as_os_str().is_empty() {
+            None
+        } else {
+            let keys = super::keys::ApiKeys::load(&cfg.api_keys_file)?;
+            // The count only: keys are never logged.
+            tracing::info!(keys = keys.len(), "API keys loaded");
+            Some(keys)
+        };
+        let mut access = super::keys::Access {
+            required: keys.is_some() && cfg.api_keys_required,
+            keys,
+            default_limit: cfg.req_limit_per_minute,
+            store: None,
+        };
+        let wants_files = cfg.files_translation && config.redis.enabled;
+        if access.needs_store() && !config.redis.enabled {
+            return Err(GatewayError::LimitWithoutRedis);
+        }
+        // One lazy connection for files and counters; nothing connects yet.
+        let store = if wants_files || access.needs_store() {
+            Some(Arc::new(super::store::Store::new(&config.redis)?))
+        } else {
+            None
+        };
+        if access.needs_store() {
+            access.store = store.clone();
+        }
+        let formats = if wants_files {
+            crate::documents::FileKind::ALL
+                .iter()
+                .map(|k| k.extension().to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let frontend =
+            super::libretranslate::frontend_settings(&pairs, config.limits.max_text_chars)
+                .with_features(formats, access.keys.is_some(), access.required);
         let state = Arc::new(AppState {
             languages,
             detector,
-            frontend: super::libretranslate::frontend_settings(
-                &pairs,
-                config.limits.max_text_chars,
-            ),
+            frontend,
+            files: if wants_files { store } else { None },
+            access,
             pairs,
             timeout,
             metrics: Arc::new(GatewayMetrics::new(cfg.max_pending)),
@@ -174,7 +232,8 @@ impl Gateway {
             metrics: state.metrics.clone(),
         };
         let serve = async move {
-            axum::serve(listener, app)
+            // The peer address is the rate limit's client without X-Forwarded-For.
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         };
@@ -237,12 +296,36 @@ mod tests {
             env(&[
                 ("TW_GATEWAY__LISTEN", "127.0.0.1:18080"),
                 ("TW_GATEWAY__REQUEST_TIMEOUT_MS", "1500"),
+                ("TW_GATEWAY__MAX_FILE_BYTES", "4096"),
+                ("TW_GATEWAY__FILE_TTL_SECS", "60"),
+                ("TW_GATEWAY__API_KEYS_FILE", "/etc/tw/keys"),
+                ("TW_GATEWAY__API_KEYS_REQUIRED", "false"),
+                ("TW_GATEWAY__REQ_LIMIT_PER_MINUTE", "30"),
+                ("TW_GATEWAY__FILES_TRANSLATION", "false"),
+                ("TW_GATEWAY__PUBLIC_URL", "https://tr.example.com"),
             ]),
         )
         .unwrap();
         assert_eq!(c.gateway.listen, "127.0.0.1:18080");
         assert_eq!(c.gateway.request_timeout_ms, 1500);
         assert_eq!(c.gateway.max_pending, 8);
+        assert_eq!(
+            (c.gateway.max_file_bytes, c.gateway.file_ttl_secs),
+            (4096, 60)
+        );
+        assert_eq!(
+            c.gateway.api_keys_file,
+            std::path::PathBuf::from("/etc/tw/keys")
+        );
+        assert!(!c.gateway.api_keys_required && !c.gateway.files_translation);
+        assert_eq!(c.gateway.req_limit_per_minute, 30);
+        assert_eq!(c.gateway.public_url, "https://tr.example.com");
+        let d = Config::default().gateway;
+        assert_eq!(
+            (d.max_file_bytes, d.file_ttl_secs, d.req_limit_per_minute),
+            (10 * 1024 * 1024, 1800, 0)
+        );
+        assert!(d.api_keys_file.as_os_str().is_empty() && d.files_translation);
         for (var, value, key) in [
             ("TW_GATEWAY__LISTEN", "localhost", "gateway.listen"),
             ("TW_GATEWAY__MAX_PENDING", "0", "gateway.max_pending"),
@@ -258,6 +341,14 @@ mod tests {
                 "0",
                 "gateway.retry_after_secs",
             ),
+            ("TW_GATEWAY__MAX_FILE_BYTES", "10", "gateway.max_file_bytes"),
+            ("TW_GATEWAY__FILE_TTL_SECS", "0", "gateway.file_ttl_secs"),
+            (
+                "TW_GATEWAY__PUBLIC_URL",
+                "tr.example.com",
+                "gateway.public_url",
+            ),
+            ("TW_GATEWAY__PUBLIC_URL", "https://x/", "gateway.public_url"),
         ] {
             let e = Config::from_sources("", None, env(&[(var, value)]))
                 .unwrap_err()

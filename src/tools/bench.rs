@@ -163,6 +163,7 @@ pub fn run(b: &EngineBenchOptions) -> Result<EngineBenchReport, EngineError> {
         max_delay: Duration::from_millis(b.max_delay_ms),
         max_queued: b.window.max(1),
         interactive_burst: 1,
+        interactive_max_batch_tokens: usize::MAX,
     };
     let in_order: Vec<Vec<usize>> = (0..sources.len())
         .collect::<Vec<_>>()

@@ -111,6 +111,12 @@ pub fn echo_reply(body: &[u8], pairs: &[(String, String)], limits: &Limits, mode
         .into();
     }
     let cached = vec![false; job.texts.len()];
+    // The contract's shape: asked-for alternatives come back (none to give here).
+    let alternatives = job
+        .options
+        .alternatives
+        .is_some_and(|n| n > 0)
+        .then(|| vec![Vec::new(); job.texts.len()]);
     Reply::Ok {
         id: job.id,
         translations: job.texts,
@@ -119,6 +125,7 @@ pub fn echo_reply(body: &[u8], pairs: &[(String, String)], limits: &Limits, mode
         segments: None,
         truncated: None,
         errors: None,
+        alternatives,
     }
 }
 

@@ -16,7 +16,8 @@
 //! replica frees, the policy cuts from the interactive texts first (the same
 //! length-sorted runs, among them), and tops a batch that is not full up with the bulk
 //! texts closest below its longest, so interactive work rides along bulk work
-//! instead of displacing it. Bulk texts never starve: after
+//! instead of displacing it; a bulk-led batch likewise carries queued interactive
+//! texts that widen nothing. Bulk texts never starve: after
 //! [`Policy::interactive_burst`] batches in a row led by interactive texts while bulk
 //! texts wait, the next batch is cut from the bulk texts. Identical texts merge and
 //! take the higher lane.
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::telemetry::Metrics;
 use crate::translate::CacheKey;
-use crate::translate::{Backend, EngineError};
+use crate::translate::{Backend, EngineError, Translation};
 use translation_client::wire::DecodeOptions;
 pub use translation_client::Lane;
 
@@ -74,6 +75,11 @@ pub struct Policy {
     /// least 1): the next batch is then cut from the bulk texts alone. See
     /// [`next_lane_batch`] for the bounds this gives.
     pub interactive_burst: usize,
+    /// Most padded tokens in a batch led by interactive texts (the interactive run and
+    /// its bulk top-up; at most `max_batch_tokens`, which a larger value means). Such a
+    /// batch is what a waiting person's text runs in: kept shorter than a full bulk
+    /// batch, it bounds their latency to a replica's wait plus a short batch.
+    pub interactive_max_batch_tokens: usize,
 }
 
 /// What the policy needs to know about a queued text.
@@ -222,7 +228,12 @@ pub fn next_batch<T: Borrow<Pending>>(
 ///   the same options no longer than its longest text (longest first, then oldest),
 ///   up to the batch size and token budget: the interactive text costs the bulk work
 ///   one place in a batch, not a batch. Topped up to full, it is cut at once.
-/// - A batch led by bulk holds bulk texts only.
+/// - Interactive runs are cut within `interactive_max_batch_tokens` (top-up
+///   included), so a waiting person's text runs in a short batch.
+/// - A batch led by bulk (cut at once) lets queued interactive texts of its options
+///   **ride along** when they widen nothing: in free room within the batch size and
+///   token budget, else in place of at most a quarter of its shortest bulk texts,
+///   never its oldest.
 ///
 /// Bounds: (1) while a replica is free and bulk texts do not have their turn, the
 /// batch cut holds interactive texts whenever any are queued; (2) while bulk texts are
@@ -240,29 +251,33 @@ pub fn next_lane_batch<T: Borrow<Pending>>(
     in_batches: usize,
     interactive_streak: usize,
 ) -> Decision {
-    if queue.is_empty() {
-        return Decision::Idle;
-    }
     if free_replicas == 0 {
-        return Decision::WaitForEngine;
+        return if queue.is_empty() {
+            Decision::Idle
+        } else {
+            Decision::WaitForEngine
+        };
     }
-    let has = |lane: Lane| {
-        queue
-            .iter()
-            .any(|i| Borrow::<Pending>::borrow(i).lane == lane)
+    let Some(lead) = lead_lane(queue, policy, interactive_streak) else {
+        return Decision::Idle;
     };
-    let (interactive, bulk) = (has(Lane::Interactive), has(Lane::Bulk));
-    let bulk_turn = bulk && interactive_streak >= policy.interactive_burst.max(1);
-    let lead = if interactive && !bulk_turn {
-        Lane::Interactive
-    } else {
-        Lane::Bulk
+    // Interactive-led batches are cut (and topped up) within their own, smaller token
+    // budget.
+    let interactive_policy = Policy {
+        max_batch_tokens: policy
+            .interactive_max_batch_tokens
+            .clamp(1, policy.max_batch_tokens.max(1)),
+        ..*policy
+    };
+    let lead_policy = match lead {
+        Lane::Interactive => &interactive_policy,
+        Lane::Bulk => policy,
     };
     let size = batch_size(policy, queue.len() + in_batches, total_replicas);
     let Some(choice) = lane_choice(
         queue,
         now,
-        policy,
+        lead_policy,
         free_replicas,
         total_replicas,
         size,
@@ -275,16 +290,49 @@ pub fn next_lane_batch<T: Borrow<Pending>>(
         Choice::Cut(run) => (run, None),
         Choice::Wait(run, deadline) => (run, Some(deadline)),
     };
-    if lead == Lane::Interactive {
-        let full = top_up(queue, policy, size, &mut positions);
-        if full || wait_until.is_none() {
+    match (lead, wait_until) {
+        (Lane::Interactive, _) => {
+            let full = top_up(queue, lead_policy, size, &mut positions);
+            if full || wait_until.is_none() {
+                positions.sort_unstable();
+                return Decision::Cut(positions);
+            }
+        }
+        (Lane::Bulk, None) => {
+            ride_along(queue, policy, size, &mut positions);
             positions.sort_unstable();
             return Decision::Cut(positions);
         }
+        (Lane::Bulk, Some(_)) => {}
     }
     match wait_until {
         Some(deadline) => Decision::WaitUntil(deadline),
         None => Decision::Cut(positions),
+    }
+}
+
+/// The lane that leads the next cut of `queue` ([`next_lane_batch`]): interactive when
+/// interactive texts are queued, unless bulk texts are too and `interactive_streak`
+/// has reached `interactive_burst`; else bulk. `None` on an empty queue. The queue
+/// task reads it before a cut to keep the streak ([`next_streak`]).
+pub fn lead_lane<T: Borrow<Pending>>(
+    queue: &VecDeque<T>,
+    policy: &Policy,
+    interactive_streak: usize,
+) -> Option<Lane> {
+    let has = |lane: Lane| {
+        queue
+            .iter()
+            .any(|i| Borrow::<Pending>::borrow(i).lane == lane)
+    };
+    let (interactive, bulk) = (has(Lane::Interactive), has(Lane::Bulk));
+    let bulk_turn = bulk && interactive_streak >= policy.interactive_burst.max(1);
+    if interactive && !bulk_turn {
+        Some(Lane::Interactive)
+    } else if bulk || interactive {
+        Some(Lane::Bulk)
+    } else {
+        None
     }
 }
 
@@ -369,6 +417,16 @@ fn lane_choice<T: Borrow<Pending>>(
     )
 }
 
+/// The longest source among the texts at `positions` (0 for none).
+fn width<T: Borrow<Pending>>(queue: &VecDeque<T>, positions: &[usize]) -> usize {
+    positions
+        .iter()
+        .filter_map(|&i| queue.get(i).map(Borrow::<Pending>::borrow))
+        .map(|p| p.tokens)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Tops the interactive run at `positions` up with bulk texts of its options no longer
 /// than its longest (longest first, then oldest), within `size` texts and the token
 /// budget. Returns whether the batch is then full.
@@ -383,12 +441,7 @@ fn top_up<T: Borrow<Pending>>(
         return true;
     };
     let options = first.options;
-    let width = positions
-        .iter()
-        .filter_map(|&i| item(i))
-        .map(|p| p.tokens)
-        .max()
-        .unwrap_or(0);
+    let width = width(queue, positions);
     let room = |count: usize| {
         count < size.max(1) && width.saturating_mul(count + 1) <= policy.max_batch_tokens
     };
@@ -412,6 +465,67 @@ fn top_up<T: Borrow<Pending>>(
     !room(positions.len())
 }
 
+/// Lets the queued interactive texts of its options ride along the bulk-led batch at
+/// `positions` (cut now; the bulk policy's choice): oldest first, each no longer than
+/// the batch's longest text (so it widens nothing). A rider takes free room while the
+/// batch stays within `size` texts and the token budget; else it takes the place of
+/// one of the batch's shortest bulk texts, which stays queued for a later batch. At
+/// most a quarter of the batch is displaced, and never its oldest text, so a bulk
+/// batch still does mostly bulk work and the bulk bounds hold. On bulk's turn the
+/// riders start at once instead of waiting for the next free replica.
+fn ride_along<T: Borrow<Pending>>(
+    queue: &VecDeque<T>,
+    policy: &Policy,
+    size: usize,
+    positions: &mut Vec<usize>,
+) {
+    let item = |i: usize| queue.get(i).map(Borrow::<Pending>::borrow);
+    let Some(oldest) = positions.iter().copied().min() else {
+        return;
+    };
+    let Some(options) = item(oldest).map(|p| p.options) else {
+        return;
+    };
+    let width = width(queue, positions);
+    // Riders are no wider than `width`, so the padded size is width × count.
+    let room = |count: usize| {
+        count < size.max(1) && width.saturating_mul(count + 1) <= policy.max_batch_tokens
+    };
+    let mut displaceable = positions.len() / 4;
+    let riders: Vec<usize> = queue
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| {
+            let p = Borrow::<Pending>::borrow(*q);
+            p.lane == Lane::Interactive && p.options == options && p.tokens <= width
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for rider in riders {
+        if room(positions.len()) {
+            positions.push(rider);
+            continue;
+        }
+        if displaceable == 0 {
+            break;
+        }
+        // The shortest bulk text but the oldest (the newest among equals) makes room.
+        let out = positions
+            .iter()
+            .enumerate()
+            .filter(|&(_, &i)| i != oldest && item(i).is_some_and(|p| p.lane == Lane::Bulk))
+            .min_by_key(|&(_, &i)| (item(i).map_or(0, |p| p.tokens), std::cmp::Reverse(i)))
+            .map(|(k, _)| k);
+        match out {
+            Some(k) => {
+                positions[k] = rider;
+                displaceable -= 1;
+            }
+            None => break,
+        }
+    }
+}
+
 /// One text submitted for translation.
 struct Submission {
     key: CacheKey,
@@ -426,13 +540,13 @@ struct Submission {
 /// Someone awaiting a translation: where to send it, and the span of the job that
 /// asked, so the batch's span can link back to every job it served.
 struct Waiter {
-    reply: oneshot::Sender<Result<String, BatchError>>,
+    reply: oneshot::Sender<Result<Translation, BatchError>>,
     span: tracing::Span,
 }
 
 impl Waiter {
     /// Answers; a waiter that gave up (deadline) has dropped its receiver, which is fine.
-    fn send(self, result: Result<String, BatchError>) {
+    fn send(self, result: Result<Translation, BatchError>) {
         let _ = self.reply.send(result);
     }
 }
@@ -513,6 +627,22 @@ impl BatcherHandle {
         prefix: Option<String>,
         options: DecodeOptions,
     ) -> Result<String, BatchError> {
+        self.translate_alternatives_in(lane, key, tokens, prefix, options)
+            .await
+            .map(|t| t.best)
+    }
+
+    /// Like [`BatcherHandle::translate_in`], with the alternatives `options` ask for
+    /// (`options.alternatives` is part of the options a batch shares, so a text that
+    /// asks for them never shares an engine call with one that does not).
+    pub async fn translate_alternatives_in(
+        &self,
+        lane: Lane,
+        key: CacheKey,
+        tokens: Vec<String>,
+        prefix: Option<String>,
+        options: DecodeOptions,
+    ) -> Result<Translation, BatchError> {
         let (reply, rx) = oneshot::channel();
         self.tx[lane_index(lane)]
             .send(Submission {
@@ -735,13 +865,9 @@ async fn run(
                         break None;
                     };
                     running[replica] = positions.len();
-                    let interactive = positions.iter().any(|&p| {
-                        held.queue
-                            .get(p)
-                            .is_some_and(|q| q.pending.lane == Lane::Interactive)
-                    });
+                    let led = lead_lane(&held.queue, &policy, streak) == Some(Lane::Interactive);
                     let batch = take_batch(&mut held, &positions, &metrics);
-                    streak = next_streak(streak, interactive, held.per_lane[0] > 0);
+                    streak = next_streak(streak, led, held.per_lane[0] > 0);
                     if let Err(e) = senders[replica].try_send(batch) {
                         // The thread is gone; answer its batch rather than hang it.
                         tracing::error!(replica, "engine thread is not accepting work");
@@ -924,9 +1050,9 @@ fn call(
     sources: &[Vec<String>],
     prefixes: &[Option<String>],
     options: &DecodeOptions,
-) -> Result<Vec<String>, EngineError> {
+) -> Result<Vec<Translation>, EngineError> {
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        backend.translate(sources, prefixes, options)
+        backend.translate_alternatives(sources, prefixes, options)
     }))
     .unwrap_or_else(|_| Err(EngineError::Translate("engine panicked".into())))
 }
@@ -952,7 +1078,7 @@ fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
             .in_scope(|| tracing::debug!(batch_id, "text batched"));
     }
     let _entered = span.enter();
-    let results: Vec<Result<String, BatchError>> = match call(
+    let results: Vec<Result<Translation, BatchError>> = match call(
         backend, &sources, &prefixes, &options,
     ) {
         Ok(outs) => outs.into_iter().map(Ok).collect(),
@@ -1019,6 +1145,7 @@ mod tests {
             max_delay: Duration::from_secs(3600),
             max_queued: 1024,
             interactive_burst: 2,
+            interactive_max_batch_tokens: usize::MAX,
         }
     }
 
@@ -1113,6 +1240,48 @@ mod tests {
             next_lane_batch(&queue, now, &roomy, 2, 2, 0, 2),
             Decision::Cut(vec![0, 1, 2])
         );
+        // Bulk's turn with room to spare: the interactive texts (no wider) ride along
+        // in the free room, within the token budget.
+        let wide = Policy {
+            max_batch_size: 8,
+            min_batch_size: 8,
+            ..roomy
+        };
+        assert_eq!(
+            next_lane_batch(&queue, now, &wide, 2, 2, 0, 2),
+            Decision::Cut(vec![0, 1, 2, 3, 4])
+        );
+        let tight = Policy {
+            max_batch_tokens: 160,
+            ..wide
+        };
+        assert_eq!(
+            next_lane_batch(&queue, now, &tight, 2, 2, 0, 2),
+            Decision::Cut(vec![0, 1, 2, 3])
+        );
+        // A full bulk batch: riders take the places of its shortest bulk texts (the
+        // newest among equals), at most a quarter of it, never its oldest.
+        let full = ql(
+            &[
+                (40, B, 0),
+                (40, B, 0),
+                (40, B, 0),
+                (40, B, 0),
+                (40, B, 0),
+                (40, B, 0),
+                (35, B, 0),
+                (35, B, 0),
+                (12, I, 3),
+                (12, I, 3),
+                (12, I, 3),
+                (50, I, 3),
+            ],
+            t0,
+        );
+        assert_eq!(
+            next_lane_batch(&full, now, &wide, 2, 2, 0, 2),
+            Decision::Cut(vec![0, 1, 2, 3, 4, 5, 8, 9])
+        );
         // No bulk text waiting: the streak does not matter.
         let only = ql(&[(12, I, 0), (12, I, 0), (12, I, 0)], t0);
         assert_eq!(
@@ -1124,6 +1293,35 @@ mod tests {
         assert_eq!(next_streak(1, true, true), 2);
         assert_eq!(next_streak(2, false, true), 0);
         assert_eq!(next_streak(2, true, false), 0);
+    }
+
+    #[test]
+    fn interactive_led_batches_keep_to_their_own_token_budget() {
+        let t0 = Instant::now();
+        let p = Policy {
+            max_batch_tokens: 1000,
+            interactive_max_batch_tokens: 30,
+            ..policy()
+        };
+        // Three interactive 12s would fit the bulk budget; the interactive one (30)
+        // takes two, and tops them up with nothing (a third 10 would make 36).
+        let queue = ql(&[(10, B, 0), (12, I, 1), (12, I, 1), (12, I, 1)], t0);
+        assert_eq!(
+            next_lane_batch(&queue, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0),
+            Decision::Cut(vec![1, 2])
+        );
+        // A single longer text still goes alone.
+        let long = ql(&[(10, B, 0), (40, I, 1)], t0);
+        assert_eq!(
+            next_lane_batch(&long, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0),
+            Decision::Cut(vec![1])
+        );
+        // Bulk-led batches keep the bulk budget.
+        let bulk = ql(&[(12, B, 0), (12, B, 0), (12, B, 0)], t0);
+        assert_eq!(
+            next_lane_batch(&bulk, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0),
+            Decision::Cut(vec![0, 1, 2])
+        );
     }
 
     #[test]
@@ -1455,6 +1653,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
                 interactive_burst: 2,
+                interactive_max_batch_tokens: usize::MAX,
             },
             metrics.clone(),
         );
@@ -1540,6 +1739,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
                 interactive_burst: 2,
+                interactive_max_batch_tokens: usize::MAX,
             },
             metrics,
         );
@@ -1610,6 +1810,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 4,
                 interactive_burst: 2,
+                interactive_max_batch_tokens: usize::MAX,
             },
             metrics.clone(),
         );
@@ -1663,6 +1864,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 64,
                 interactive_burst: 4,
+                interactive_max_batch_tokens: usize::MAX,
             },
             metrics.clone(),
         );
@@ -1720,10 +1922,11 @@ mod tests {
 
         /// Like [`run`] over two lanes, keeping the interactive streak as the queue
         /// task does, and checking at every cut that interactive texts lead unless
-        /// bulk has its turn, that a bulk-led cut holds no interactive text, that
-        /// top-up bulk texts are no longer than the interactive ones, and that the
-        /// streak never passes the burst. Also returns, per cut, whether it was led
-        /// by interactive texts.
+        /// bulk has its turn, that an interactive-led cut keeps to its token budget
+        /// and its bulk top-up is no longer than its interactive texts, that the
+        /// interactive riders of a bulk-led cut widen nothing and leave bulk texts in
+        /// it, and that the streak never passes the burst. Also returns,
+        /// per cut, whether it was led by interactive texts.
         fn run_lanes(arrivals: &[LanedArrival], p: &Policy, replicas: usize) -> (Trace, Vec<bool>) {
             let t0 = Instant::now();
             let at = |ms: u64| t0 + Duration::from_millis(ms);
@@ -1774,28 +1977,42 @@ mod tests {
                         assert!(positions.iter().all(|&i| queue[i].options == options));
                         let has = |lane| queue.iter().any(|q| q.lane == lane);
                         let bulk_turn = has(Lane::Bulk) && streak >= p.interactive_burst;
-                        let interactive = positions
+                        let lane_width = |lane| {
+                            positions
+                                .iter()
+                                .filter(|&&i| queue[i].lane == lane)
+                                .map(|&i| queue[i].tokens)
+                                .max()
+                        };
+                        let riders = positions
                             .iter()
-                            .any(|&i| queue[i].lane == Lane::Interactive);
+                            .filter(|&&i| queue[i].lane == Lane::Interactive)
+                            .count();
+                        let interactive = lead_lane(&queue, p, streak) == Some(Lane::Interactive);
                         assert!(
                             streak <= p.interactive_burst,
                             "streak {streak} past the burst"
                         );
                         if has(Lane::Interactive) && !bulk_turn {
-                            assert!(interactive, "interactive texts queued, a bulk batch cut");
+                            assert!(interactive, "interactive texts queued, a bulk batch led");
                         }
                         if interactive {
-                            let width = positions
-                                .iter()
-                                .filter(|&&i| queue[i].lane == Lane::Interactive)
-                                .map(|&i| queue[i].tokens)
-                                .max()
-                                .unwrap_or(0);
+                            assert!(riders > 0, "an interactive-led cut without one");
                             assert!(
-                                positions.iter().all(|&i| queue[i].tokens <= width
-                                    || queue[i].lane == Lane::Interactive),
-                                "a top-up text widens the batch"
+                                positions.len() == 1
+                                    || longest * positions.len() <= p.interactive_max_batch_tokens,
+                                "over the interactive token budget: {lens:?}"
                             );
+                            assert!(
+                                lane_width(Lane::Bulk) <= lane_width(Lane::Interactive),
+                                "a top-up text widens the batch: {lens:?}"
+                            );
+                        } else if riders > 0 {
+                            assert!(
+                                lane_width(Lane::Interactive) <= lane_width(Lane::Bulk),
+                                "a rider widens the batch: {lens:?}"
+                            );
+                            assert!(riders < positions.len(), "riders displaced every bulk text");
                         }
                         let mut taken = Vec::new();
                         for &i in positions.iter().rev() {
@@ -1880,16 +2097,20 @@ mod tests {
                 0u64..20,
                 prop_oneof![Just(0u64), 1u64..400, Just(1_000_000)],
                 1usize..6,
+                prop_oneof![Just(usize::MAX), 1usize..4096],
             )
-                .prop_map(|(size, min, tokens, wait, delay, burst)| Policy {
-                    max_batch_size: size,
-                    min_batch_size: min,
-                    max_batch_tokens: tokens,
-                    max_wait: Duration::from_millis(wait),
-                    max_delay: Duration::from_millis(delay),
-                    max_queued: 1024,
-                    interactive_burst: burst,
-                })
+                .prop_map(
+                    |(size, min, tokens, wait, delay, burst, interactive_tokens)| Policy {
+                        max_batch_size: size,
+                        min_batch_size: min,
+                        max_batch_tokens: tokens,
+                        max_wait: Duration::from_millis(wait),
+                        max_delay: Duration::from_millis(delay),
+                        max_queued: 1024,
+                        interactive_burst: burst,
+                        interactive_max_batch_tokens: interactive_tokens,
+                    },
+                )
         }
 
         proptest! {

@@ -9,21 +9,32 @@
 //! deliberately not hash-tagged (that would pin every key to one node); there each key
 //! is its own `GET`/`SET`, all sent at once over the multiplexed connections, so a job
 //! still costs about one round trip to each node it touches.
+//!
+//! # Alternatives
+//!
+//! A job that asks for alternatives (`options.alternatives` > 0) is cached too, under
+//! its own key: the alternatives count is part of the options hashed into the key
+//! ([`DecodeOptions::to_key_bytes`]), and its value is a JSON list, the best
+//! translation first and then the alternatives ([`cache_value`]). Such an entry
+//! never answers a job without alternatives, nor one with another count, and a plain
+//! entry never answers a job with alternatives (a plain value under such a key does
+//! not decode, so it is a miss). The best translation stays the one a plain job with
+//! the same effective beam gets: with `length_penalty` ≠ 0 CTranslate2 runs the same
+//! search whatever the number of hypotheses kept and only keeps more of its sorted
+//! list; with 0 it searches on after the best has finished, which only adds lower
+//! scores. Plain entries keep their keys and values byte for byte.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::RedisResult;
 
-use translation_client::url::redact_url;
-
-use crate::config::{ConfigError, RedisConfig, RedisMode};
+use crate::config::RedisConfig;
 use crate::telemetry::Metrics;
+use crate::translate::redis_conn::{ConnectError, Connection};
+use crate::translate::Translation;
 use translation_client::wire::DecodeOptions;
 
 /// Version of the key derivation (the `v1` in `<prefix>:v1:<hex>`). Bumping it
@@ -45,27 +56,9 @@ const TAG_CONTEXT: &str = "translation-worker 2025 cache value tag v2";
 /// Errors from the cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// The Redis URL (or a cluster seed) could not be parsed (the message carries the
-    /// redacted URL).
-    #[error("invalid redis URL {url}: {message}")]
-    Url {
-        /// Redacted URL.
-        url: String,
-        /// Parser message.
-        message: String,
-    },
-    /// The TLS files (`redis.tls_*`) could not be read.
+    /// The connection could not be set up (URL or TLS files).
     #[error(transparent)]
-    TlsFiles(#[from] ConfigError),
-    /// The TLS files were read but Redis' TLS set-up refused them (e.g. a PEM block
-    /// that does not parse).
-    #[error("redis TLS set-up for {url} failed: {message}")]
-    Tls {
-        /// Redacted URL.
-        url: String,
-        /// redis-rs' message.
-        message: String,
-    },
+    Connect(#[from] ConnectError),
 }
 
 /// A 256-bit content address of one translation.
@@ -89,11 +82,12 @@ impl KeyContext {
     pub fn key(&self, options: &DecodeOptions, text: &str) -> CacheKey {
         let mut h = blake3::Hasher::new();
         h.update(&[FORMAT_VERSION]);
+        let options = options.to_key_bytes();
         for field in [
             &self.model_fingerprint[..],
             self.source.as_bytes(),
             self.target.as_bytes(),
-            &options.to_key_bytes()[..],
+            &options[..],
             text.as_bytes(),
         ] {
             h.update(&(field.len() as u64).to_le_bytes());
@@ -138,6 +132,36 @@ fn decode_value(name: &str, bytes: Vec<u8>) -> Option<String> {
         return None;
     }
     std::str::from_utf8(text).ok().map(str::to_owned)
+}
+
+/// The text cached for `translation`, made with `options`: the translation itself
+/// when no alternatives were asked for (the layout plain entries always had), else
+/// the JSON list `[best, alternative, …]`.
+pub fn cache_value(options: &DecodeOptions, translation: &Translation) -> String {
+    if options.alternatives == 0 {
+        return translation.best.clone();
+    }
+    let mut list = Vec::with_capacity(1 + translation.alternatives.len());
+    list.push(translation.best.as_str());
+    list.extend(translation.alternatives.iter().map(String::as_str));
+    // A list of strings always serialises.
+    serde_json::to_string(&list).expect("a list of strings serialises")
+}
+
+/// The translation a cached text (as [`cache_value`] wrote it for `options`) holds;
+/// `None` (a miss) when it is not in that layout or holds more alternatives than
+/// `options` ask for.
+pub fn cached_translation(options: &DecodeOptions, stored: String) -> Option<Translation> {
+    if options.alternatives == 0 {
+        return Some(Translation::from(stored));
+    }
+    let mut list: Vec<String> = serde_json::from_str(&stored).ok()?;
+    if list.is_empty() || list.len() > options.num_hypotheses() as usize {
+        return None;
+    }
+    let alternatives = list.split_off(1);
+    let best = list.pop()?;
+    Some(Translation { best, alternatives })
 }
 
 /// Skips Redis for a cool-down after a failure; one probe at a time re-tests it.
@@ -194,49 +218,6 @@ impl Breaker {
 
     fn is_open(&self) -> bool {
         self.open_until_ms.load(Ordering::Acquire) != 0
-    }
-}
-
-/// The connection to standalone Redis or to a Redis Cluster.
-enum Connection {
-    /// One server; the manager reconnects by itself.
-    Standalone(ConnectionManager),
-    /// A cluster, through its seed nodes (boxed: the client is large).
-    Cluster(Box<LazyCluster>),
-}
-
-/// A cluster connection made on first use and made afresh after a failure.
-///
-/// The cluster connection follows slot moves and reconnects single nodes itself; it is
-/// still dropped after any failure, so the breaker's next probe starts from the seeds
-/// (the whole cluster may have been restarted, on new addresses).
-struct LazyCluster {
-    client: ClusterClient,
-    conn: Mutex<Option<ClusterConnection>>,
-    /// Held while connecting, so concurrent jobs wait for one connection attempt.
-    connecting: tokio::sync::Mutex<()>,
-}
-
-impl LazyCluster {
-    fn current(&self) -> Option<ClusterConnection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    async fn get(&self) -> RedisResult<ClusterConnection> {
-        if let Some(c) = self.current() {
-            return Ok(c);
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(c) = self.current() {
-            return Ok(c);
-        }
-        let c = self.client.get_async_connection().await?;
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
-        Ok(c)
-    }
-
-    fn reset(&self) {
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -297,23 +278,7 @@ impl Connection {
 
     /// One `PING` (on a cluster, to whichever node the connection picks).
     async fn ping(&self) -> RedisResult<()> {
-        match self {
-            Connection::Standalone(m) => {
-                let mut conn = m.clone();
-                redis::cmd("PING").query_async(&mut conn).await
-            }
-            Connection::Cluster(lazy) => {
-                let mut conn = lazy.get().await?;
-                redis::cmd("PING").query_async(&mut conn).await
-            }
-        }
-    }
-
-    /// Forgets the connection after a failure (cluster only; the manager reconnects).
-    fn reset(&self) {
-        if let Connection::Cluster(lazy) = self {
-            lazy.reset();
-        }
+        self.query(&redis::cmd("PING")).await
     }
 }
 
@@ -333,7 +298,10 @@ impl Cache {
     /// error, the worker runs without cache until it is back.
     pub fn new(cfg: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
         let conn = if cfg.enabled {
-            Some(connect_lazy(cfg)?)
+            Some(Connection::lazy(
+                cfg,
+                Duration::from_millis(cfg.timeout_ms),
+            )?)
         } else {
             None
         };
@@ -480,90 +448,10 @@ impl Cache {
     }
 }
 
-/// The redis-rs TLS settings of `cfg`, or `None` when no TLS file is set (then a
-/// `rediss://` URL trusts the system roots). Reads the files: a few KB, once, while
-/// the worker starts (Config::load has read them already, before the runtime).
-fn tls_certificates(cfg: &RedisConfig) -> Result<Option<redis::TlsCertificates>, CacheError> {
-    let files = cfg.tls_files();
-    if !files.any_set() {
-        return Ok(None);
-    }
-    let pem = files.read()?;
-    let client_tls = match (pem.client_cert, pem.client_key) {
-        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
-            client_cert,
-            client_key,
-        }),
-        _ => None,
-    };
-    Ok(Some(redis::TlsCertificates {
-        client_tls,
-        root_cert: pem.ca.map(String::into_bytes),
-    }))
-}
-
-/// Builds the (lazy) connection for `cfg.mode`. Nothing is connected yet.
-fn connect_lazy(cfg: &RedisConfig) -> Result<Connection, CacheError> {
-    let url_err = |e: redis::RedisError| CacheError::Url {
-        url: redact_url(&cfg.url),
-        message: e.to_string(),
-    };
-    let tls_err = |e: redis::RedisError| CacheError::Tls {
-        url: redact_url(&cfg.url),
-        message: e.to_string(),
-    };
-    let timeout = Duration::from_millis(cfg.timeout_ms);
-    let certs = tls_certificates(cfg)?;
-    match cfg.mode {
-        RedisMode::Standalone => {
-            let client = match certs {
-                Some(certs) => {
-                    // Parse the URL first, so a URL error is reported as one.
-                    let info = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str())
-                        .map_err(url_err)?;
-                    redis::Client::build_with_tls(info, certs).map_err(tls_err)?
-                }
-                None => redis::Client::open(cfg.url.as_str()).map_err(url_err)?,
-            };
-            let mgr_cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                // One quick retry inside the manager; the breaker handles longer outages.
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(100));
-            let mgr = ConnectionManager::new_lazy_with_config(client, mgr_cfg).map_err(url_err)?;
-            Ok(Connection::Standalone(mgr))
-        }
-        RedisMode::Cluster => {
-            let seeds = cfg.urls();
-            let mut builder = ClusterClient::builder(seeds);
-            if let Some(certs) = certs {
-                // The same roots and client certificate for every node, seeds and
-                // discovered ones alike.
-                builder = builder.certs(certs);
-            }
-            let client = builder
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                // Few, quick retries (a MOVED/ASK redirect takes one); the breaker
-                // handles longer outages.
-                .retries(2)
-                .min_retry_wait(10)
-                .max_retry_wait(100)
-                .build()
-                .map_err(url_err)?;
-            Ok(Connection::Cluster(Box::new(LazyCluster {
-                client,
-                conn: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
-            })))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RedisMode;
 
     fn ctx() -> KeyContext {
         KeyContext {
@@ -593,6 +481,44 @@ mod tests {
             ..opts()
         };
         assert_ne!(base, ctx().key(&o, "안녕"));
+    }
+
+    #[test]
+    fn alternatives_have_keys_of_their_own_and_list_values() {
+        let plain = opts();
+        let alt = |n: u32| DecodeOptions {
+            alternatives: n,
+            ..opts()
+        };
+        let base = ctx().key(&plain, "안녕");
+        assert_ne!(base, ctx().key(&alt(2), "안녕"));
+        assert_ne!(ctx().key(&alt(2), "안녕"), ctx().key(&alt(3), "안녕"));
+        // A plain job's value is the translation itself, as it always was.
+        let t = Translation {
+            best: "hi".into(),
+            alternatives: vec!["hello".into(), "hey".into()],
+        };
+        assert_eq!(
+            cache_value(&plain, &Translation::from("hi".to_string())),
+            "hi"
+        );
+        assert_eq!(
+            cached_translation(&plain, "[\"hi\"]".into()),
+            Some(Translation::from("[\"hi\"]".to_string()))
+        );
+        let v = cache_value(&alt(2), &t);
+        assert_eq!(v, r#"["hi","hello","hey"]"#);
+        assert_eq!(cached_translation(&alt(2), v.clone()), Some(t.clone()));
+        // Fewer than asked (the model had no more distinct ones) reads back as is.
+        let few = Translation::from("x".to_string());
+        assert_eq!(
+            cached_translation(&alt(2), cache_value(&alt(2), &few)),
+            Some(few)
+        );
+        // Anything else under such a key is a miss.
+        for bad in ["hi", "[]", "[1]", r#"{"a":1}"#, r#"["a","b","c","d"]"#] {
+            assert_eq!(cached_translation(&alt(2), bad.into()), None, "{bad}");
+        }
     }
 
     #[test]

@@ -57,6 +57,26 @@ pub enum EngineError {
     Translate(String),
 }
 
+/// One source's translation: the best hypothesis and, when the options ask for
+/// alternatives, the distinct runners-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Translation {
+    /// The best hypothesis: what a job without alternatives gets at the same beam.
+    pub best: String,
+    /// Other hypotheses, best first: at most `options.alternatives`, none equal to
+    /// `best` or to one another (see [`distinct_alternatives`]).
+    pub alternatives: Vec<String>,
+}
+
+impl From<String> for Translation {
+    fn from(best: String) -> Self {
+        Self {
+            best,
+            alternatives: Vec::new(),
+        }
+    }
+}
+
 /// What the batcher needs from a translation backend. The real one is [`Engine`];
 /// tests substitute fakes.
 pub trait Backend: Send + Sync + 'static {
@@ -71,8 +91,43 @@ pub trait Backend: Send + Sync + 'static {
         options: &DecodeOptions,
     ) -> Result<Vec<String>, EngineError>;
 
+    /// Like [`Backend::translate`], with up to `options.alternatives` alternatives per
+    /// source. The batcher calls this one. By default a backend has none to give (its
+    /// translations come back without alternatives); [`Engine`] asks CTranslate2 for
+    /// `1 + alternatives` hypotheses.
+    fn translate_alternatives(
+        &self,
+        sources: &[Vec<String>],
+        target_prefixes: &[Option<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<Translation>, EngineError> {
+        self.translate(sources, target_prefixes, options)
+            .map(|outs| outs.into_iter().map(Translation::from).collect())
+    }
+
     /// How many batches may run at once (engine replicas).
     fn replicas(&self) -> usize;
+}
+
+/// The alternatives among `candidates` (hypotheses after the best, best first): each
+/// different from `best` and from the ones kept before it (two token sequences can
+/// read the same once detokenized), at most `max`. LibreTranslate filters its
+/// hypotheses the same way.
+pub fn distinct_alternatives(
+    best: &str,
+    candidates: impl IntoIterator<Item = String>,
+    max: usize,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in candidates {
+        if out.len() == max {
+            break;
+        }
+        if c != best && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A loaded CTranslate2 translator and its tokenizer.
@@ -297,6 +352,22 @@ impl Engine {
         target_prefixes: &[Option<String>],
         options: &DecodeOptions,
     ) -> Result<Vec<Vec<String>>, EngineError> {
+        Ok(self
+            .n_best(sources, target_prefixes, options)?
+            .into_iter()
+            .map(|h| h.into_iter().next().unwrap_or_default())
+            .collect())
+    }
+
+    /// Output tokens of each source's hypotheses, best first: `1 + options.alternatives`
+    /// of them (fewer if the search finished fewer), target prefix included as
+    /// CTranslate2 returns it. Blocks.
+    pub fn n_best(
+        &self,
+        sources: &[Vec<String>],
+        target_prefixes: &[Option<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<Vec<Vec<String>>>, EngineError> {
         let opts = self.ct2_options(options);
         let results = if target_prefixes.iter().any(Option::is_some) {
             if target_prefixes.len() != sources.len() {
@@ -323,10 +394,7 @@ impl Engine {
                 sources.len()
             )));
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.hypotheses.into_iter().next().unwrap_or_default())
-            .collect())
+        Ok(results.into_iter().map(|r| r.hypotheses).collect())
     }
 }
 
@@ -544,8 +612,13 @@ impl Engine {
     }
 
     fn ct2_options(&self, options: &DecodeOptions) -> TranslationOptions<String, String> {
+        let num_hypotheses = options.num_hypotheses() as usize;
         TranslationOptions {
-            beam_size: options.beam_size as usize,
+            // CTranslate2 refuses more hypotheses than the beam holds; resolved job
+            // options already widen the beam (`JobOptions::resolve`), this keeps
+            // options built in code valid too.
+            beam_size: (options.beam_size as usize).max(num_hypotheses),
+            num_hypotheses,
             // Never past the model's last target position, where CTranslate2 would fail
             // the whole batch; the model cannot write more than that anyway.
             max_decoding_length: self
@@ -575,20 +648,53 @@ impl Backend for Engine {
         hypotheses
             .into_iter()
             .enumerate()
-            .map(|(i, mut tokens)| {
-                // CTranslate2 returns the forced target-language token: not text.
-                if let Some(Some(prefix)) = target_prefixes.get(i) {
-                    if tokens.first() == Some(prefix) {
-                        tokens.remove(0);
-                    }
-                }
-                self.detokenize(tokens)
+            .map(|(i, tokens)| self.output_text(tokens, target_prefixes.get(i)))
+            .collect()
+    }
+
+    fn translate_alternatives(
+        &self,
+        sources: &[Vec<String>],
+        target_prefixes: &[Option<String>],
+        options: &DecodeOptions,
+    ) -> Result<Vec<Translation>, EngineError> {
+        let n_best = self.n_best(sources, target_prefixes, options)?;
+        n_best
+            .into_iter()
+            .enumerate()
+            .map(|(i, hypotheses)| {
+                let prefix = target_prefixes.get(i);
+                let mut texts = hypotheses
+                    .into_iter()
+                    .map(|tokens| self.output_text(tokens, prefix));
+                let best = texts.next().transpose()?.unwrap_or_default();
+                let rest = texts.collect::<Result<Vec<String>, EngineError>>()?;
+                let alternatives =
+                    distinct_alternatives(&best, rest, options.alternatives as usize);
+                Ok(Translation { best, alternatives })
             })
             .collect()
     }
 
     fn replicas(&self) -> usize {
         self.replicas
+    }
+}
+
+impl Engine {
+    /// The text of one hypothesis: without the forced target-language token
+    /// (`prefix`, which CTranslate2 returns first: not text), detokenized.
+    fn output_text(
+        &self,
+        mut tokens: Vec<String>,
+        prefix: Option<&Option<String>>,
+    ) -> Result<String, EngineError> {
+        if let Some(Some(prefix)) = prefix {
+            if tokens.first() == Some(prefix) {
+                tokens.remove(0);
+            }
+        }
+        self.detokenize(tokens)
     }
 }
 
@@ -729,6 +835,68 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(engine.max_input_length(), 1024);
         assert_eq!(engine.max_decoding_steps, Some(1023));
+    }
+
+    #[test]
+    fn alternatives_are_distinct_from_the_best_and_each_other() {
+        let c = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            distinct_alternatives("a", c(&["b", "a", "b", "c", "d"]), 2),
+            ["b", "c"]
+        );
+        assert_eq!(
+            distinct_alternatives("a", c(&["a", "a"]), 3),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            distinct_alternatives("a", c(&["b"]), 0),
+            Vec::<String>::new()
+        );
+        assert_eq!(distinct_alternatives("", c(&["", "x"]), 5), ["x"]);
+    }
+
+    /// The copy model through CTranslate2: n-best comes back best first, the best
+    /// is the plain translation at the same beam, and the engine widens a beam
+    /// narrower than the hypotheses asked for instead of failing.
+    #[test]
+    fn n_best_keeps_the_best_of_the_same_beam() {
+        let engine = Engine::load(&ModelConfig {
+            threads: 1,
+            ..ModelConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = "회의는 오전 10시에 시작합니다.";
+        let source = vec![engine.tokenize(text, None).unwrap()];
+        let alt = DecodeOptions {
+            beam_size: 4,
+            alternatives: 3,
+            ..DecodeOptions::default()
+        };
+        let plain = DecodeOptions {
+            beam_size: 4,
+            ..DecodeOptions::default()
+        };
+        let got = engine.translate_alternatives(&source, &[], &alt).unwrap();
+        let want = engine.translate(&source, &[], &plain).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].best, want[0]);
+        assert_eq!(got[0].best, text, "the copy model copies");
+        assert!(got[0].alternatives.len() <= 3, "{got:?}");
+        assert!(!got[0].alternatives.contains(&got[0].best), "{got:?}");
+        let n_best = engine.n_best(&source, &[], &alt).unwrap();
+        assert!((2..=4).contains(&n_best[0].len()), "{n_best:?}");
+        // Beam 1 with 2 hypotheses: widened, not refused by CTranslate2.
+        let narrow = DecodeOptions {
+            alternatives: 1,
+            ..DecodeOptions::default()
+        };
+        let got = engine
+            .translate_alternatives(&source, &[], &narrow)
+            .unwrap();
+        assert_eq!(got[0].best, text);
+        // Without alternatives, the default method and the engine agree.
+        let one = engine.translate_alternatives(&source, &[], &plain).unwrap();
+        assert_eq!(one[0], Translation::from(want[0].clone()));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use translation_client::wire::{
 
 use crate::config::{Config, ModelConfig};
 use crate::telemetry::Metrics;
+use crate::translate::{cache_value, cached_translation, Translation};
 use crate::translate::{html, segment};
 use crate::translate::{BatcherHandle, Cache, CacheKey, Engine, EngineError, KeyContext, Lane};
 
@@ -125,19 +126,22 @@ struct Translated {
     truncated: Vec<bool>,
     /// Per text: why it failed, if it did.
     errors: Vec<Option<String>>,
+    /// Per text: its alternatives (empty unless the job asked for them).
+    alternatives: Vec<Vec<String>>,
     /// New translations to store in the cache.
     to_store: Vec<(CacheKey, String)>,
 }
 
 /// What translating a list of units gave, per unit, and the new cache entries.
 struct UnitResults {
-    /// The translation, or why it failed.
-    results: Vec<Result<String, String>>,
+    /// The translation (with the alternatives its options asked for), or why it
+    /// failed.
+    results: Vec<Result<Translation, String>>,
     /// Whether it came from the cache.
     cached: Vec<bool>,
     /// Whether the model read only its start.
     truncated: Vec<bool>,
-    /// New translations to store in the cache.
+    /// New cache entries: key and value ([`cache_value`]).
     to_store: Vec<(CacheKey, String)>,
 }
 
@@ -286,6 +290,8 @@ impl Shared {
                 segments: done.segments,
                 truncated: (cut > 0).then_some(done.truncated),
                 errors,
+                // Present exactly when asked for, so other replies keep their bytes.
+                alternatives: (options.alternatives > 0).then_some(done.alternatives),
             },
             to_store: done.to_store,
         })
@@ -295,7 +301,11 @@ impl Shared {
     /// sentence, each sentence a cache entry of its own, put back together with the
     /// text's own whitespace (and HTML markup) between them. A text that fails (the
     /// engine failed on it even alone) is reported in `errors` and does not fail its
-    /// neighbours.
+    /// neighbours. Alternatives (`options.alternatives`) are given for texts
+    /// translated as one segment: every text without `split`, and a document cut into
+    /// a single segment; the segments of longer documents are translated without
+    /// alternatives at the same beam (so they share their cache entries with jobs
+    /// that asked for none), and their texts get `[]`.
     async fn translate_job(
         &self,
         route: &Route<'_>,
@@ -306,21 +316,34 @@ impl Shared {
     ) -> Result<Translated, JobError> {
         // HTML is always a document (see `Format::Html`).
         if split == Split::None && format == Format::Text {
-            let units = self.translate_units(route, texts, options, lane).await?;
-            let (translations, errors) = units
-                .results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(t) => (t, None),
-                    Err(e) => (String::new(), Some(e)),
-                })
-                .unzip();
+            let unit_options = vec![options; texts.len()];
+            let units = self
+                .translate_units(route, texts, &unit_options, lane)
+                .await?;
+            let mut translations = Vec::with_capacity(units.results.len());
+            let mut errors = Vec::with_capacity(units.results.len());
+            let mut alternatives = Vec::with_capacity(units.results.len());
+            for r in units.results {
+                match r {
+                    Ok(t) => {
+                        translations.push(t.best);
+                        errors.push(None);
+                        alternatives.push(t.alternatives);
+                    }
+                    Err(e) => {
+                        translations.push(String::new());
+                        errors.push(Some(e));
+                        alternatives.push(Vec::new());
+                    }
+                }
+            }
             return Ok(Translated {
                 translations,
                 cached: units.cached,
                 segments: None,
                 truncated: units.truncated,
                 errors,
+                alternatives,
                 to_store: units.to_store,
             });
         }
@@ -345,7 +368,18 @@ impl Shared {
         .await
         .map_err(|e| internal(format!("segmenting task failed: {e}")))?;
         let Segmented { units, layout } = seg;
-        let units = self.translate_units(route, units, options, lane).await?;
+        // Alternatives only for a document that is one segment (see above).
+        let mut unit_options = vec![options.without_alternatives(); units.len()];
+        for (layout, first) in &layout {
+            if let (Layout::Sentences(ranges), Some(o)) = (layout, unit_options.get_mut(*first)) {
+                if ranges.len() == 1 {
+                    *o = options;
+                }
+            }
+        }
+        let units = self
+            .translate_units(route, units, &unit_options, lane)
+            .await?;
         let n_texts = texts.len();
         let mut done = Translated {
             translations: Vec::with_capacity(n_texts),
@@ -353,6 +387,7 @@ impl Shared {
             segments: None,
             truncated: Vec::with_capacity(n_texts),
             errors: Vec::with_capacity(n_texts),
+            alternatives: Vec::with_capacity(n_texts),
             to_store: units.to_store,
         };
         let mut stats = Vec::with_capacity(n_texts);
@@ -382,11 +417,12 @@ impl Shared {
                 done.translations.push(String::new());
                 done.cached.push(false);
                 done.errors.push(Some(e));
+                done.alternatives.push(Vec::new());
                 continue;
             }
             let outs: Vec<&str> = results
                 .iter()
-                .map(|r| r.as_ref().map_or("", String::as_str))
+                .map(|r| r.as_ref().map_or("", |t| t.best.as_str()))
                 .collect();
             let ranges = match layout {
                 Layout::Sentences(ranges) => ranges,
@@ -394,10 +430,22 @@ impl Shared {
                     done.translations.push(plan.rebuild(text, &outs));
                     done.cached.push(n > 0 && hits == n);
                     done.errors.push(None);
+                    done.alternatives.push(Vec::new());
                     continue;
                 }
                 Layout::Failed(_) => Vec::new(),
             };
+            // A one-segment document's alternatives, with its own whitespace around
+            // them as its translation has (only such a segment was asked for any).
+            let alternatives = match (ranges.len(), results.first()) {
+                (1, Some(Ok(t))) => t
+                    .alternatives
+                    .iter()
+                    .map(|a| segment::reassemble(text, &ranges, std::slice::from_ref(a)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            done.alternatives.push(alternatives);
             // Segments that touched in the source (CJK) are kept apart by a space when
             // their translations are in a script written with spaces.
             let outs: Vec<std::borrow::Cow<'_, str>> = outs
@@ -439,38 +487,52 @@ impl Shared {
             .map_err(|e| internal(format!("tokenizer permits closed: {e}")))
     }
 
-    /// Translates `texts`: cache first (one round trip), then the misses through the
-    /// batcher. A text the tokenizer or the engine fails on is an `Err` of its own.
+    /// Translates `texts`, `texts[i]` with `options[i]` (one entry per text): cache
+    /// first (one round trip), then the misses through the batcher. A text the
+    /// tokenizer or the engine fails on is an `Err` of its own.
     /// Whether a text is longer than the model reads comes from tokenizing it (a
     /// miss), or from measuring it (a hit long enough to possibly be).
     async fn translate_units(
         &self,
         route: &Route<'_>,
         mut texts: Vec<String>,
-        options: DecodeOptions,
+        options: &[DecodeOptions],
         lane: Lane,
     ) -> Result<UnitResults, JobError> {
         let n = texts.len();
+        if options.len() != n {
+            return Err(internal(format!(
+                "{} option sets for {n} segments",
+                options.len()
+            )));
+        }
         let key_ctx = route.keys();
         let keys: Vec<Option<CacheKey>> = texts
             .iter()
-            .map(|t| (!t.is_empty()).then(|| key_ctx.key(&options, t)))
+            .zip(options)
+            .map(|(t, o)| (!t.is_empty()).then(|| key_ctx.key(o, t)))
             .collect();
         let lookup: Vec<CacheKey> = keys.iter().flatten().copied().collect();
         let mut hits = self.cache.get_many(&lookup).await.into_iter();
-        let mut out: Vec<Option<Result<String, String>>> = vec![None; n];
+        let mut out: Vec<Option<Result<Translation, String>>> = vec![None; n];
         let mut cached = vec![false; n];
         let mut truncated = vec![false; n];
-        // Distinct missing texts, each with every position that asked for it.
+        // Distinct missing texts, each with every position that asked for it (the key
+        // covers the options, so one entry is one text with one options set).
         let mut missing: Vec<(CacheKey, Vec<usize>)> = Vec::new();
         let mut seen: HashMap<CacheKey, usize> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
             let Some(key) = key else {
                 // An empty string translates to an empty string, without the model.
-                out[i] = Some(Ok(String::new()));
+                out[i] = Some(Ok(Translation::default()));
                 continue;
             };
-            match hits.next().flatten() {
+            // A value not in the layout these options store is a miss (overwritten).
+            let hit = hits
+                .next()
+                .flatten()
+                .and_then(|v| cached_translation(&options[i], v));
+            match hit {
                 Some(hit) => {
                     out[i] = Some(Ok(hit));
                     cached[i] = true;
@@ -523,21 +585,24 @@ impl Shared {
                 }
             }
             let batcher = &route.model.batcher;
-            let results =
-                futures_util::future::join_all(chunk.iter().zip(tokens).map(|((key, _), toks)| {
+            let results = futures_util::future::join_all(chunk.iter().zip(tokens).map(
+                |((key, positions), toks)| {
                     let prefix = target_token.clone();
+                    // Every position of a key has the same options (they are in it).
+                    let options = options[positions[0]];
                     async move {
                         let (toks, _) = toks.map_err(|e| e.to_string())?;
                         batcher
-                            .translate_in(lane, *key, toks, prefix, options)
+                            .translate_alternatives_in(lane, *key, toks, prefix, options)
                             .await
                             .map_err(|e| e.to_string())
                     }
-                }))
-                .await;
+                },
+            ))
+            .await;
             for ((key, positions), result) in chunk.iter().zip(results) {
                 if let Ok(translation) = &result {
-                    to_store.push((*key, translation.clone()));
+                    to_store.push((*key, cache_value(&options[positions[0]], translation)));
                 }
                 for &p in positions {
                     out[p] = Some(result.clone());

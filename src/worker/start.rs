@@ -68,6 +68,7 @@ impl Worker {
             max_delay: Duration::from_millis(config.batch.max_delay_ms),
             max_queued: config.batch.max_queued,
             interactive_burst: config.batch.interactive_burst,
+            interactive_max_batch_tokens: config.batch.interactive_max_batch_tokens,
         };
         let model_configs: Vec<ModelConfig> = config.model_list().into_iter().cloned().collect();
         let most_threads = config.tokenize_threads();

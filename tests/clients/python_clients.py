@@ -44,6 +44,7 @@ record("py.languages", lambda: lt.languages(timeout=30))
 # libretranslate-aio, sync client (httpx): every endpoint it has.
 with LibreTranslate(base, timeout=30) as c:
     record("aio.translate", lambda: c.translate(ko, "ko", "en"))
+    record("aio.translate_alternatives", lambda: c.translate(ko, "ko", "en", alternatives=2))
     record("aio.translate_list", lambda: c.translate([ko, ko + " 2"], "ko", "en"))
     record("aio.translate_auto", lambda: c.translate(ja, "auto", "en"))
     record("aio.translate_auto_list", lambda: c.translate([ko, ja, en], "auto", "en"))

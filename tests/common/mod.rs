@@ -2,6 +2,7 @@
 //! in-process worker, and a small RPC client over the real broker.
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod private;
 pub mod process;
 

@@ -375,6 +375,9 @@ pub struct TranslateReply {
     pub truncated: Vec<bool>,
     /// `errors[i]`: why text `i` failed (its translation is then `""`), or `None`.
     pub errors: Vec<Option<ErrorBody>>,
+    /// `alternatives[i]`: other translations of text `i` (`options.alternatives`
+    /// jobs only; see [`crate::wire::Reply`]).
+    pub alternatives: Option<Vec<Vec<String>>>,
     /// The call's correlation id.
     pub correlation_id: String,
 }
@@ -447,12 +450,14 @@ pub fn parse_reply(
             segments,
             truncated,
             errors,
+            alternatives,
         } => {
             if truncated.as_ref().is_some_and(|t| t.len() != expected)
                 || errors.as_ref().is_some_and(|e| e.len() != expected)
+                || alternatives.as_ref().is_some_and(|a| a.len() != expected)
             {
                 return Err(ClientError::InvalidReply(format!(
-                    "truncated or errors not one per text (expected {expected})"
+                    "truncated, errors or alternatives not one per text (expected {expected})"
                 )));
             }
             if segments.as_ref().is_some_and(|s| s.len() != expected) {
@@ -476,6 +481,7 @@ pub fn parse_reply(
                 segments,
                 truncated: truncated.unwrap_or_else(|| vec![false; expected]),
                 errors: errors.unwrap_or_else(|| vec![None; expected]),
+                alternatives,
                 correlation_id: correlation_id.to_owned(),
             }))
         }

@@ -231,6 +231,14 @@ pub fn parse_job(body: &[u8], limits: &Limits) -> Result<Job, JobError> {
             "`format: \"html\"` is always split into sentences: leave `split` out or set it to \"sentences\"",
         ));
     }
+    let options = raw.options.map(|Object(o)| o).unwrap_or_default();
+    if format == Format::Html && options.alternatives.is_some_and(|n| n > 0) {
+        // A page is many sentences put back into markup: there is no single
+        // runner-up of a whole page to offer.
+        return Err(invalid(
+            "`options.alternatives` is not available with `format: \"html\"`: leave it out or set it to 0",
+        ));
+    }
     if texts.len() > limits.max_texts {
         return Err(JobError::new(
             ErrorCode::TooLarge,
@@ -259,7 +267,7 @@ pub fn parse_job(body: &[u8], limits: &Limits) -> Result<Job, JobError> {
         id,
         source: raw.source,
         target: raw.target,
-        options: raw.options.map(|Object(o)| o).unwrap_or_default(),
+        options,
         deadline_ms: raw.deadline_ms,
         split,
         format,
@@ -558,6 +566,72 @@ mod tests {
     }
 
     #[test]
+    fn alternatives_parse_serialise_and_are_checked() {
+        let roomy = Limits {
+            max_body_bytes: 4096,
+            ..limits()
+        };
+        let j = parse_job(br#"{"text":"a","options":{"alternatives":3}}"#, &roomy).unwrap();
+        assert_eq!(j.options.alternatives, Some(3));
+        assert_eq!(parse_job(&j.to_bytes(), &roomy).unwrap(), j);
+        assert_eq!(
+            String::from_utf8(j.to_bytes()).unwrap(),
+            r#"{"texts":["a"],"options":{"alternatives":3}}"#
+        );
+        // Absent: not written, so jobs without it keep their bytes.
+        let j = parse_job(br#"{"text":"a"}"#, &roomy).unwrap();
+        assert_eq!(j.options.alternatives, None);
+        assert_eq!(
+            String::from_utf8(j.to_bytes()).unwrap(),
+            r#"{"texts":["a"]}"#
+        );
+        // With sentences: accepted (alternatives of one-sentence texts).
+        let j = parse_job(
+            br#"{"text":"a","split":"sentences","options":{"alternatives":1}}"#,
+            &roomy,
+        )
+        .unwrap();
+        assert_eq!(
+            (j.split, j.options.alternatives),
+            (Split::Sentences, Some(1))
+        );
+        // With HTML: refused, naming the option; 0 is no alternatives, so allowed.
+        let e = parse_job(
+            br#"{"id":"h","text":"<p>a</p>","format":"html","options":{"alternatives":2}}"#,
+            &roomy,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.id.as_deref()),
+            (ErrorCode::InvalidRequest, Some("h"))
+        );
+        assert!(e.message.contains("options.alternatives"), "{e}");
+        assert!(parse_job(
+            br#"{"text":"<b>","format":"html","options":{"alternatives":0}}"#,
+            &roomy
+        )
+        .is_ok());
+        // Wrong types are shape errors; out of range is refused on resolving.
+        for body in [
+            br#"{"text":"a","options":{"alternatives":-1}}"#.as_slice(),
+            br#"{"text":"a","options":{"alternatives":1.5}}"#,
+            br#"{"text":"a","options":{"alternatives":"2"}}"#,
+            br#"{"text":"a","options":{"alternatives":true}}"#,
+        ] {
+            assert_eq!(
+                parse_job(body, &roomy).unwrap_err().code,
+                ErrorCode::InvalidRequest,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let j = parse_job(br#"{"text":"a","options":{"alternatives":9}}"#, &roomy).unwrap();
+        let e = j.options.resolve(&DecodeOptions::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("options.alternatives"), "{e}");
+    }
+
+    #[test]
     fn hostile_but_valid_text_is_kept_exactly() {
         let lim = Limits {
             max_texts: 4,
@@ -605,6 +679,7 @@ mod tests {
             "length_penalty",
             "repetition_penalty",
             "no_repeat_ngram_size",
+            "alternatives",
         ];
         /// JSON source text that no `serde_json::Value` can carry (numbers out of
         /// range, lone surrogates) and range edges.

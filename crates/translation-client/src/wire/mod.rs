@@ -12,7 +12,7 @@ mod reply;
 pub use error::{ErrorBody, ErrorCode, JobError, UnknownErrorCode};
 pub use job::{parse_job, Format, Job, Limits, Split};
 pub use options::{
-    DecodeOptions, JobOptions, BEAM_SIZE, MAX_DECODING_LENGTH, NO_REPEAT_NGRAM_SIZE,
+    DecodeOptions, JobOptions, ALTERNATIVES, BEAM_SIZE, MAX_DECODING_LENGTH, NO_REPEAT_NGRAM_SIZE,
 };
 pub use pair::{pair_key, parse_pair};
 pub use reply::{Reply, SegmentStats};

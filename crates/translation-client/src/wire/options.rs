@@ -25,6 +25,10 @@ pub struct JobOptions {
     /// [`NO_REPEAT_NGRAM_SIZE`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_repeat_ngram_size: Option<u64>,
+    /// [`ALTERNATIVES`]: how many alternative translations (the distinct runners-up
+    /// of the beam search) to give per text besides the best one; 0 = none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alternatives: Option<u64>,
 }
 
 /// Allowed `options.beam_size` (and `model.beam_size`).
@@ -33,6 +37,11 @@ pub const BEAM_SIZE: RangeInclusive<u64> = 1..=16;
 pub const MAX_DECODING_LENGTH: RangeInclusive<u64> = 1..=1024;
 /// Allowed `options.no_repeat_ngram_size`.
 pub const NO_REPEAT_NGRAM_SIZE: RangeInclusive<u64> = 0..=16;
+/// Allowed `options.alternatives`. Each alternative widens the beam (it must hold
+/// `1 + alternatives` hypotheses), so a text costs about `1 + alternatives` times a
+/// greedy one: 8 is more than a "pick another wording" list shows, and keeps the beam
+/// within [`BEAM_SIZE`].
+pub const ALTERNATIVES: RangeInclusive<u64> = 0..=8;
 
 impl JobOptions {
     /// Whether no option is set (the field is then left out of a job).
@@ -55,6 +64,9 @@ pub struct DecodeOptions {
     pub repetition_penalty: f32,
     /// No-repeat n-gram size (0 = off).
     pub no_repeat_ngram_size: u32,
+    /// Alternative translations asked for per text (0 = none): the engine keeps
+    /// `1 + alternatives` hypotheses, so a batch never mixes texts that differ here.
+    pub alternatives: u32,
 }
 
 // Eq/Hash by bit pattern: options are compared for "same engine call", not numerically.
@@ -66,6 +78,7 @@ impl std::hash::Hash for DecodeOptions {
         self.length_penalty.to_bits().hash(state);
         self.repetition_penalty.to_bits().hash(state);
         self.no_repeat_ngram_size.hash(state);
+        self.alternatives.hash(state);
     }
 }
 
@@ -79,20 +92,42 @@ impl Default for DecodeOptions {
             length_penalty: 1.0,
             repetition_penalty: 1.0,
             no_repeat_ngram_size: 0,
+            alternatives: 0,
         }
     }
 }
 
 impl DecodeOptions {
-    /// Canonical bytes for the cache key (fixed width, so unambiguous).
-    pub fn to_key_bytes(&self) -> [u8; 20] {
-        let mut out = [0u8; 20];
-        out[0..4].copy_from_slice(&self.beam_size.to_le_bytes());
-        out[4..8].copy_from_slice(&self.max_decoding_length.to_le_bytes());
-        out[8..12].copy_from_slice(&self.length_penalty.to_bits().to_le_bytes());
-        out[12..16].copy_from_slice(&self.repetition_penalty.to_bits().to_le_bytes());
-        out[16..20].copy_from_slice(&self.no_repeat_ngram_size.to_le_bytes());
+    /// Canonical bytes for the cache key: 20 bytes, or 24 when alternatives are asked
+    /// for. Fixed widths, and the caller length-prefixes them, so unambiguous; the
+    /// bytes of options without alternatives are those of versions before
+    /// alternatives existed, so their cache entries keep their keys.
+    pub fn to_key_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&self.beam_size.to_le_bytes());
+        out.extend_from_slice(&self.max_decoding_length.to_le_bytes());
+        out.extend_from_slice(&self.length_penalty.to_bits().to_le_bytes());
+        out.extend_from_slice(&self.repetition_penalty.to_bits().to_le_bytes());
+        out.extend_from_slice(&self.no_repeat_ngram_size.to_le_bytes());
+        if self.alternatives > 0 {
+            out.extend_from_slice(&self.alternatives.to_le_bytes());
+        }
         out
+    }
+
+    /// Hypotheses the engine keeps per text: the best one and the alternatives.
+    pub fn num_hypotheses(&self) -> u32 {
+        self.alternatives.saturating_add(1)
+    }
+
+    /// The same options without alternatives: what a text that gets none (a
+    /// document's sentence) is translated with, at the same beam, so it shares its
+    /// cache entry and its translation with a job that asked for none.
+    pub fn without_alternatives(self) -> Self {
+        Self {
+            alternatives: 0,
+            ..self
+        }
     }
 }
 
@@ -132,6 +167,15 @@ impl JobOptions {
             NO_REPEAT_NGRAM_SIZE,
             defaults.no_repeat_ngram_size,
         )?;
+        let alternatives = ranged(
+            "alternatives",
+            self.alternatives,
+            ALTERNATIVES,
+            defaults.alternatives,
+        )?;
+        // The beam must hold every hypothesis asked for (CTranslate2 refuses fewer):
+        // the effective beam, which is what the cache key and the batching see.
+        let beam_size = beam_size.max(alternatives + 1);
         let length_penalty = self.length_penalty.unwrap_or(defaults.length_penalty);
         if !length_penalty.is_finite() {
             return Err(JobError::new(
@@ -154,6 +198,7 @@ impl JobOptions {
             length_penalty,
             repetition_penalty,
             no_repeat_ngram_size,
+            alternatives,
         })
     }
 }
@@ -199,5 +244,63 @@ mod tests {
         ] {
             assert_eq!(bad.resolve(&d).unwrap_err().code, ErrorCode::InvalidRequest);
         }
+    }
+
+    #[test]
+    fn alternatives_are_bounded_and_widen_the_beam() {
+        let d = DecodeOptions::default();
+        let with = |alternatives: u64, beam_size: Option<u64>| JobOptions {
+            alternatives: Some(alternatives),
+            beam_size,
+            ..Default::default()
+        };
+        // Absent and 0 are the same: no alternatives, the beam as it was.
+        assert_eq!(with(0, None).resolve(&d).unwrap(), d);
+        let o = with(3, None).resolve(&d).unwrap();
+        assert_eq!((o.alternatives, o.num_hypotheses(), o.beam_size), (3, 4, 4));
+        // A wider beam asked for is kept; a narrower one is widened.
+        assert_eq!(with(2, Some(6)).resolve(&d).unwrap().beam_size, 6);
+        assert_eq!(with(2, Some(2)).resolve(&d).unwrap().beam_size, 3);
+        let top = *ALTERNATIVES.end();
+        let o = with(top, None).resolve(&d).unwrap();
+        assert!(BEAM_SIZE.contains(&u64::from(o.beam_size)), "{o:?}");
+        let e = with(top + 1, None).resolve(&d).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert_eq!(e.message, "options.alternatives must be in 0..=8, got 9");
+        // Without them, a text gets the same effective beam.
+        assert_eq!(
+            o.without_alternatives(),
+            DecodeOptions {
+                beam_size: o.beam_size,
+                ..d
+            }
+        );
+    }
+
+    #[test]
+    fn key_bytes_of_plain_options_are_unchanged_and_alternatives_change_them() {
+        let d = DecodeOptions::default();
+        // The layout from before alternatives: five little-endian u32 fields.
+        let mut plain = Vec::new();
+        for word in [1u32, 256, 1.0f32.to_bits(), 1.0f32.to_bits(), 0] {
+            plain.extend_from_slice(&word.to_le_bytes());
+        }
+        assert_eq!(d.to_key_bytes(), plain);
+        let alt = DecodeOptions {
+            alternatives: 2,
+            ..d
+        };
+        assert_eq!(alt.to_key_bytes().len(), 24);
+        assert_ne!(alt.to_key_bytes(), d.to_key_bytes());
+        assert_ne!(
+            alt.to_key_bytes(),
+            DecodeOptions {
+                alternatives: 3,
+                ..d
+            }
+            .to_key_bytes()
+        );
+        // Options that differ only in alternatives are never one engine call.
+        assert_ne!(alt, d);
     }
 }

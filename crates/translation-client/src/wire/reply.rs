@@ -42,6 +42,14 @@ pub enum Reply {
         /// and others did not; when every text fails, the job fails as a whole.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errors: Option<Vec<Option<ErrorBody>>>,
+        /// `alternatives[i]`: other translations of text `i`, best first, each
+        /// different from `translations[i]` and from one another; at most
+        /// `options.alternatives` of them, and fewer (even none) when the model had
+        /// no more distinct ones. Present exactly when the job asked for
+        /// alternatives; `[]` for a text that gets none (failed, empty, or, with
+        /// `split: sentences`, cut into more than one segment).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alternatives: Option<Vec<Vec<String>>>,
     },
     /// The job failed as a whole.
     Error {
@@ -99,6 +107,7 @@ mod tests {
             segments: None,
             truncated: None,
             errors: None,
+            alternatives: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&ok.to_bytes()).unwrap();
         assert_eq!(
@@ -121,6 +130,7 @@ mod tests {
                     message: "boom".into(),
                 }),
             ]),
+            alternatives: None,
         };
         assert_eq!(
             String::from_utf8(partial.to_bytes()).unwrap(),
@@ -153,6 +163,7 @@ mod tests {
                 None,
                 Some(JobError::new(ErrorCode::Internal, "boom").into()),
             ]),
+            alternatives: None,
         };
         assert_eq!(Reply::parse(&partial.to_bytes()).unwrap(), partial);
         let err: Reply = JobError::new(ErrorCode::TooLarge, "big")
@@ -164,5 +175,37 @@ mod tests {
         let unknown = br#"{"status":"error","id":null,"error":{"code":"teapot","message":"m"}}"#;
         assert!(Reply::parse(unknown).is_err());
         assert!(Reply::parse(br#"{"status":"maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn alternatives_are_written_only_when_asked_and_parse_back() {
+        let ok = Reply::Ok {
+            id: None,
+            translations: vec!["a".into(), "b".into()],
+            cached: vec![false, true],
+            model: "m".into(),
+            segments: None,
+            truncated: None,
+            errors: None,
+            alternatives: Some(vec![vec!["a2".into(), "a3".into()], vec![]]),
+        };
+        assert_eq!(
+            String::from_utf8(ok.to_bytes()).unwrap(),
+            r#"{"status":"ok","id":null,"translations":["a","b"],"cached":[false,true],"model":"m","alternatives":[["a2","a3"],[]]}"#
+        );
+        assert_eq!(Reply::parse(&ok.to_bytes()).unwrap(), ok);
+        // A reply of an older worker (no key) reads as none asked.
+        let old = br#"{"status":"ok","id":null,"translations":["a"],"cached":[false],"model":"m"}"#;
+        assert!(matches!(
+            Reply::parse(old).unwrap(),
+            Reply::Ok {
+                alternatives: None,
+                ..
+            }
+        ));
+        assert!(Reply::parse(
+            br#"{"status":"ok","id":null,"translations":["a"],"cached":[false],"model":"m","alternatives":[[1]]}"#
+        )
+        .is_err());
     }
 }

@@ -36,8 +36,10 @@ Legs (all against the real RabbitMQ and Redis on this machine):
               --doc-sentences sentences (split: sentences) with interactive
               one-sentence jobs at 2 per second alongside: their p50/p99 against the
               idle latency of one + 2 batch durations (the worker's mean
-              inference_seconds during the run), and the backlog's throughput
-              against the same backlog with no interactive load.
+              inference_seconds while the backlog ran alone), and the backlog's
+              throughput against the same backlog with no interactive load; the
+              5 slowest interactive jobs with when they were sent.
+              `--lanes-only` runs this leg alone.
 """
 import argparse
 import json
@@ -229,6 +231,8 @@ def main() -> None:
                         "as --tiny runs)")
     p.add_argument("--lane-rate", type=float, default=2.0,
                    help="interactive jobs per second in the lanes leg")
+    p.add_argument("--lanes-only", action="store_true",
+                   help="run the lanes leg alone (no ceiling or throughput legs)")
     p.add_argument("--python", default=sys.executable, help="interpreter with ctranslate2")
     p.add_argument("--json-out", help="write every leg's raw result here")
     p.add_argument("--curve", action="store_true",
@@ -262,6 +266,25 @@ def main() -> None:
     batch, min_batch = settings["max_batch_size"], settings["min_batch_size"]
     tokens = settings["max_batch_tokens"]
     r = {"batch": batch, "min_batch": min_batch, "tokens": tokens}
+
+    if a.lanes_only:
+        # The lanes leg alone (its ratios need no ceiling): for tuning the lanes.
+        x = lanes(a, sents)
+        lat = x["interactive"]["latency_ms"]
+        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                    if l.startswith("model name")), "?")
+        print(f"CPU: {cpu}; model: {a.model}; lanes leg only")
+        for name, value in (
+                ("lanes: interactive p99 / (idle p50 + 2 bulk batch durations)",
+                 lat["p99"] / x["bound_ms"]),
+                ("  interactive p50 / the same", lat["p50"] / x["bound_ms"]),
+                ("lanes: bulk throughput with interactive load / without",
+                 x["bulk_loaded"]["segments_per_sec"] / x["bulk_alone"]["segments_per_sec"])):
+            print(f"{name:<64} {value:8.3f}")
+        if a.json_out:
+            with open(a.json_out, "w", encoding="utf-8") as f:
+                json.dump({"lanes": x}, f, indent=1)
+        return
 
     log("ceiling: bench-engine, one sorted call, 2 replicas x 1 thread")
     r["ceiling32"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=32)
@@ -442,6 +465,16 @@ def lanes(a, sents) -> dict:
         if backlog.returncode != 0:
             raise SystemExit(f"the lanes backlog loadgen failed ({backlog.returncode})")
         out["bulk_loaded"] = json.loads(stdout.strip().splitlines()[-1])
+        # Where an interactive text's time goes: its batcher wait (lane_wait) within
+        # its job's receipt-to-ack (lane_job_duration), as cumulative buckets.
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out["interactive_buckets"] = {
+            name: {l.split('le="')[1].split('"')[0]: float(l.split()[-1])
+                   for l in text.splitlines()
+                   if l.startswith(f"translation_worker_{name}_bucket")
+                   and 'lane="interactive"' in l}
+            for name in ("lane_wait_seconds", "lane_job_duration_seconds")}
         batches = worker_metric(w, "translation_worker_inference_seconds_count")
         seconds = worker_metric(w, "translation_worker_inference_seconds_sum")
         out["batch_s"] = seconds / max(1.0, batches)
@@ -457,6 +490,11 @@ def lanes(a, sents) -> dict:
         f"{out['interactive']['latency_ms']['p99']:.0f} ms; idle p50 "
         f"{out['idle']['latency_ms']['p50']:.0f} ms; mean batch {1000 * out['bulk_batch_s']:.0f} "
         f"ms alone, {1000 * out['batch_s']:.0f} ms loaded")
+    slow = ", ".join(f"{j['latency_ms']:.0f} ms (sent at {j['sent_at_s']:.1f} s)"
+                     for j in out["interactive"].get("slowest", []))
+    log(f"lanes: slowest interactive jobs: {slow}")
+    for name, buckets in out["interactive_buckets"].items():
+        log(f"lanes: interactive {name} (le: cumulative count): {buckets}")
     return out
 
 

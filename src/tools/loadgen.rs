@@ -246,6 +246,17 @@ pub struct Mismatch {
     pub received: Vec<String>,
 }
 
+/// One of the slowest jobs of a run: which, when it was sent, how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlowJob {
+    /// Job index.
+    pub job: u64,
+    /// Seconds from the run's start to the job's publish.
+    pub sent_at_s: f64,
+    /// Publish to reply.
+    pub latency_ms: f64,
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -289,6 +300,9 @@ pub struct Report {
     pub ignored_replies: u64,
     /// The first few mismatches.
     pub mismatch_examples: Vec<Mismatch>,
+    /// The [`SLOWEST`] slowest answered jobs, slowest first: where a latency tail
+    /// comes from (the start of a run, or throughout).
+    pub slowest: Vec<SlowJob>,
 }
 
 impl Report {
@@ -340,6 +354,8 @@ impl Report {
 
 /// Mismatches kept in the report.
 const MISMATCH_EXAMPLES: usize = 5;
+/// Slowest jobs kept in the report.
+pub const SLOWEST: usize = 5;
 
 /// Per-task counts, merged at the end (no shared lock on the hot path).
 struct Tally {
@@ -353,6 +369,7 @@ struct Tally {
     tokens: u64,
     latency_us: Histogram<u64>,
     mismatch_examples: Vec<Mismatch>,
+    slowest: Vec<SlowJob>,
 }
 
 impl Tally {
@@ -370,7 +387,16 @@ impl Tally {
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
             mismatch_examples: Vec::new(),
+            slowest: Vec::new(),
         }
+    }
+
+    /// Keeps `job` if it is among the [`SLOWEST`] so far.
+    fn note_latency(&mut self, job: SlowJob) {
+        self.slowest.push(job);
+        self.slowest
+            .sort_by(|a, b| b.latency_ms.total_cmp(&a.latency_ms));
+        self.slowest.truncate(SLOWEST);
     }
 
     fn merge(&mut self, other: Tally) {
@@ -386,6 +412,9 @@ impl Tally {
         self.tokens += other.tokens;
         // Same bounds on both sides, so adding cannot fail; saturate to be safe.
         let _ = self.latency_us.add(&other.latency_us);
+        for job in other.slowest {
+            self.note_latency(job);
+        }
         for m in other.mismatch_examples {
             if self.mismatch_examples.len() < MISMATCH_EXAMPLES {
                 self.mismatch_examples.push(m);
@@ -410,6 +439,8 @@ struct Plan {
     lane: Lane,
     /// With a rate: when job 0 is due, and the gap between jobs.
     schedule: Option<(Instant, Duration)>,
+    /// When the run started (set once connected, as `schedule`).
+    started: Instant,
 }
 
 /// Runs the load and returns the report. Logs nothing to stdout; shows a progress bar
@@ -450,6 +481,7 @@ pub async fn run(args: &LoadgenOptions) -> Result<Report, LoadgenError> {
         lane: args.lane,
         // Set below, once connected: the schedule starts with the first publish.
         schedule: None,
+        started: Instant::now(),
     });
     let timeout = Duration::from_millis(args.timeout_ms);
     let client = Client::connect(
@@ -466,13 +498,13 @@ pub async fn run(args: &LoadgenOptions) -> Result<Report, LoadgenError> {
     let progress = progress_bar(args.jobs);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let plan = match args.rate {
-        Some(rate) => Arc::new(Plan {
-            schedule: Some((started, Duration::from_secs_f64(1.0 / rate))),
-            ..Plan::clone(&plan)
-        }),
-        None => plan,
-    };
+    let plan = Arc::new(Plan {
+        schedule: args
+            .rate
+            .map(|rate| (started, Duration::from_secs_f64(1.0 / rate))),
+        started,
+        ..Plan::clone(&plan)
+    });
     let tasks: Vec<_> = (0..args.concurrency.min(args.jobs.max(1) as usize))
         .map(|_| {
             tokio::spawn(drive(
@@ -540,6 +572,7 @@ pub async fn run(args: &LoadgenOptions) -> Result<Report, LoadgenError> {
         mode: plan.mode.to_string(),
         ignored_replies,
         mismatch_examples: total.mismatch_examples,
+        slowest: total.slowest,
     })
 }
 
@@ -586,6 +619,11 @@ async fn drive(
                 tally
                     .latency_us
                     .saturating_record(latency.as_micros().max(1) as u64);
+                tally.note_latency(SlowJob {
+                    job,
+                    sent_at_s: t.duration_since(plan.started).as_secs_f64(),
+                    latency_ms: latency.as_secs_f64() * 1000.0,
+                });
                 match &reply.segments {
                     // Documents: every sentence is a segment.
                     Some(stats) => {
@@ -741,6 +779,7 @@ mod tests {
             mode: "corpus".into(),
             ignored_replies: 0,
             mismatch_examples: Vec::new(),
+            slowest: Vec::new(),
         }
     }
 
@@ -751,6 +790,26 @@ mod tests {
         assert!(!report(0, 0, 1).passed(true));
         assert!(!report(0, 2, 0).passed(false));
         assert!(report(0, 2, 0).passed(true));
+    }
+
+    #[test]
+    fn the_slowest_jobs_are_kept_slowest_first() {
+        let job = |job: u64, latency_ms: f64| SlowJob {
+            job,
+            sent_at_s: job as f64,
+            latency_ms,
+        };
+        let mut a = Tally::new();
+        for (i, ms) in [5.0, 1.0, 9.0, 3.0].into_iter().enumerate() {
+            a.note_latency(job(i as u64, ms));
+        }
+        let mut b = Tally::new();
+        for (i, ms) in [7.0, 2.0, 8.0].into_iter().enumerate() {
+            b.note_latency(job(10 + i as u64, ms));
+        }
+        a.merge(b);
+        let kept: Vec<u64> = a.slowest.iter().map(|j| j.job).collect();
+        assert_eq!(kept, vec![2, 12, 10, 0, 3]);
     }
 
     #[test]

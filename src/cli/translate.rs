@@ -80,15 +80,7 @@ async fn translate_texts(
     args: &TranslateArgs,
     texts: Vec<String>,
 ) -> Result<Vec<Result<RawReply, ClientError>>, ClientError> {
-    let client = Client::connect(
-        &args.connect.amqp_url,
-        ClientOptions {
-            exchange: args.connect.exchange.clone(),
-            timeout: Duration::from_millis(args.timeout_ms),
-            ..ClientOptions::default()
-        },
-    )
-    .await?;
+    let client = connect(args).await?;
     let calls = texts
         .chunks(args.texts_per_job as usize)
         .map(|chunk| {
@@ -106,6 +98,19 @@ async fn translate_texts(
     Ok(results)
 }
 
+/// The client of `args`: its broker, exchange and reply timeout.
+async fn connect(args: &TranslateArgs) -> Result<Client, ClientError> {
+    Client::connect(
+        &args.connect.amqp_url,
+        ClientOptions {
+            exchange: args.connect.exchange.clone(),
+            timeout: Duration::from_millis(args.timeout_ms),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+}
+
 /// `translate --file F --out G`: the document F translated into G.
 fn translate_file(args: &TranslateArgs, input: &Path, output: &Path) -> anyhow::Result<()> {
     let kind = FileKind::from_name(&input.to_string_lossy()).with_context(|| {
@@ -120,15 +125,7 @@ fn translate_file(args: &TranslateArgs, input: &Path, output: &Path) -> anyhow::
     let extracted = documents::extract(kind, &bytes, documents::MAX_EXPANDED_BYTES)
         .with_context(|| format!("cannot read {}", input.display()))?;
     let translated = super::runtime()?.block_on(async {
-        let client = Client::connect(
-            &args.connect.amqp_url,
-            ClientOptions {
-                exchange: args.connect.exchange.clone(),
-                timeout: Duration::from_millis(args.timeout_ms),
-                ..ClientOptions::default()
-            },
-        )
-        .await?;
+        let client = connect(args).await?;
         let client = &client;
         let result = documents::translate_document(
             &extracted,

@@ -248,12 +248,7 @@ pub(super) fn query_key(query: &str) -> Option<String> {
 
 /// `api_key` of a JSON or form body (other bodies have none here).
 fn body_key(content_type: &str, body: &[u8]) -> Option<String> {
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let mime = super::libretranslate::media_type(content_type);
     if mime == "application/x-www-form-urlencoded" {
         return form_urlencoded::parse(body)
             .find(|(k, _)| k == "api_key")

@@ -121,15 +121,20 @@ struct LtBody {
     alternatives: Option<serde_json::Value>,
 }
 
-/// Reads a LibreTranslate body: a form (`application/x-www-form-urlencoded`; repeated
-/// `q` is an array) or JSON (any other type but multipart).
-pub(super) fn parse_lt_body(content_type: &str, body: &[u8]) -> Result<TextRequest, ApiError> {
-    let mime = content_type
+/// The media type of a `Content-Type` header, lower-cased, without its parameters.
+pub(super) fn media_type(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Reads a LibreTranslate body: a form (`application/x-www-form-urlencoded`; repeated
+/// `q` is an array) or JSON (any other type but multipart).
+pub(super) fn parse_lt_body(content_type: &str, body: &[u8]) -> Result<TextRequest, ApiError> {
+    let mime = media_type(content_type);
     let (req, format) = match mime.as_str() {
         "application/x-www-form-urlencoded" => {
             let mut req = TextRequest::default();
@@ -194,12 +199,7 @@ pub(super) fn parse_detect_body(
     content_type: &str,
     body: &[u8],
 ) -> Result<(Vec<String>, bool), ApiError> {
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let mime = media_type(content_type);
     if mime == "application/x-www-form-urlencoded" {
         let texts: Vec<String> = form_urlencoded::parse(body)
             .filter(|(k, _)| k == "q")

@@ -90,10 +90,15 @@ class Worker:
             "TW_MODEL__REPLICAS": str(replicas),
             "TW_HTTP__LISTEN": f"127.0.0.1:{self.port}",
             "TW_LOG__FORMAT": "json",
-            "RUST_LOG": "warn",
+            # BENCH_WORKER_LOG=F: the workers' JSON logs appended to F, at
+            # BENCH_WORKER_RUST_LOG (default warn); e.g. the batcher's per-cut events with
+            # BENCH_WORKER_RUST_LOG=warn,translation_worker::translate::batcher=debug.
+            "RUST_LOG": os.environ.get("BENCH_WORKER_RUST_LOG", "warn"),
         })
         env.update(extra or {})
-        self.proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
+        logfile = os.environ.get("BENCH_WORKER_LOG")
+        out = open(logfile, "a") if logfile else subprocess.DEVNULL
+        self.proc = subprocess.Popen([binary, "serve"], env=env, stdout=out)
         deadline = time.time() + 120
         while True:
             if self.proc.poll() is not None:
@@ -490,7 +495,8 @@ def lanes(a, sents) -> dict:
         f"{out['interactive']['latency_ms']['p99']:.0f} ms; idle p50 "
         f"{out['idle']['latency_ms']['p50']:.0f} ms; mean batch {1000 * out['bulk_batch_s']:.0f} "
         f"ms alone, {1000 * out['batch_s']:.0f} ms loaded")
-    slow = ", ".join(f"{j['latency_ms']:.0f} ms (sent at {j['sent_at_s']:.1f} s)"
+    slow = ", ".join(f"{j['latency_ms']:.0f} ms (sent at {j['sent_at_s']:.1f} s, "
+                     f"unix ms {j.get('sent_at_unix_ms')})"
                      for j in out["interactive"].get("slowest", []))
     log(f"lanes: slowest interactive jobs: {slow}")
     for name, buckets in out["interactive_buckets"].items():

@@ -514,7 +514,7 @@ async fn the_gateway_subcommand_serves_and_stops_on_sigterm() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("gateway binary starts");
-    let mut process = WorkerProcess { child: Some(child) };
+    let mut process = WorkerProcess::adopt(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = http_client();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -118,6 +118,17 @@ pub async fn consume_on_until(
     }
 }
 
+/// Publishes of one reply the broker may nack before it is given up (the reply queue
+/// is taken to be full, `x-overflow: reject-publish`). Nacks are not always final:
+/// after a replicated reply queue's leader died, RabbitMQ 3.10 nacked every reply on
+/// the worker's long-lived publish channel (the cluster drill, docs/reliability.md),
+/// and dropping those replies lost answered jobs. So the second and third tries go out
+/// on a fresh channel each, after 0.3 s and 0.9 s; a full queue costs each refused job
+/// only that.
+const REPLY_NACK_ATTEMPTS: u32 = 3;
+/// Wait before the second try; tripled before each next one.
+const REPLY_NACK_BACKOFF: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Where a job that cannot be answered (an error reply and no `reply_to`) is parked.
 pub struct DeadLetter<'a> {
     /// The `amqp` settings (the dead-letter exchange).
@@ -146,13 +157,24 @@ pub async fn answer(
     let publish = async {
         match (reply_to, reply, dead_letter) {
             (Some(rt), r, _) => {
-                session
-                    .reply(
-                        rt.as_str(),
-                        delivery.properties.correlation_id().as_ref(),
-                        &r.to_bytes(),
-                    )
-                    .await
+                let body = r.to_bytes();
+                let corr = delivery.properties.correlation_id().as_ref();
+                let mut sent = session.reply(rt.as_str(), corr, &body).await;
+                let mut backoff = REPLY_NACK_BACKOFF;
+                for _ in 1..REPLY_NACK_ATTEMPTS {
+                    if !matches!(sent, Err(BrokerError::Nacked(_))) {
+                        break;
+                    }
+                    // A nack may be transient (see REPLY_NACK_ATTEMPTS): try again, on
+                    // a channel of its own, before giving the reply up.
+                    tracing::warn!("reply nacked; retrying on a fresh channel");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 3;
+                    sent = session
+                        .reply_on_fresh_channel(rt.as_str(), corr, &body)
+                        .await;
+                }
+                sent
             }
             // Nobody to tell: park it in the dead-letter queue with the reason.
             (None, Reply::Error { error, .. }, Some(dl)) => {
@@ -175,9 +197,10 @@ pub async fn answer(
     let (published, ()) = tokio::join!(publish, alongside);
     let done = match published {
         Ok(()) => true,
-        // The reply queue refused the reply (full, with `x-overflow: reject-publish`):
-        // like a deleted reply queue, the client cannot take it. Requeueing would
-        // redeliver the job at once and loop for as long as the queue stays full.
+        // The reply queue refused the reply every time (full, with `x-overflow:
+        // reject-publish`): like a deleted reply queue, the client cannot take it.
+        // Requeueing would redeliver the job at once and loop for as long as the queue
+        // stays full.
         Err(e @ BrokerError::Nacked(_)) if reply_to.is_some() => {
             tracing::warn!(error = %e, "reply refused by its queue; dropped");
             true

@@ -305,25 +305,7 @@ impl Session {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
-        let confirm = self
-            .publish
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await
-            .map_err(amqp("basic.publish"))?;
-        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-            .await
-            .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))?
-            .map_err(amqp("publisher confirm"))?;
-        if confirmation.is_nack() {
-            return Err(BrokerError::Nacked(format!("{exchange}/{routing_key}")));
-        }
-        Ok(())
+        publish_on(&self.publish, exchange, routing_key, body, properties).await
     }
 
     /// Publishes a reply to `reply_to` through the default exchange.
@@ -333,14 +315,37 @@ impl Session {
         correlation_id: Option<&ShortString>,
         body: &[u8],
     ) -> Result<(), BrokerError> {
-        let mut props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            // Persistent, so a durable reply queue keeps replies across a broker restart.
-            .with_delivery_mode(2);
-        if let Some(c) = correlation_id {
-            props = props.with_correlation_id(c.clone());
-        }
+        let props = reply_properties(correlation_id);
         self.publish_confirmed("", reply_to, body, props).await
+    }
+
+    /// Like [`Session::reply`], on a confirm channel opened for this one reply and
+    /// closed after. A channel keeps per-queue state at the broker; after a replicated
+    /// queue's leader died, RabbitMQ 3.10 was seen nacking every publish to it on the
+    /// worker's long-lived channel (the cluster drill, docs/reliability.md) while a
+    /// new channel's went through.
+    pub async fn reply_on_fresh_channel(
+        &self,
+        reply_to: &str,
+        correlation_id: Option<&ShortString>,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(amqp("channel.open"))?;
+        let sent = async {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(amqp("confirm.select"))?;
+            let props = reply_properties(correlation_id);
+            publish_on(&channel, "", reply_to, body, props).await
+        }
+        .await;
+        let _ = channel.close(200, "reply sent".into()).await;
+        sent
     }
 
     /// Sends an unanswerable job (no `reply_to`) to the dead-letter exchange with
@@ -375,6 +380,46 @@ impl Session {
         let _ = self.publish.close(200, "shutdown".into()).await;
         let _ = self.connection.close(200, "shutdown".into()).await;
     }
+}
+
+/// The properties of a reply: JSON, persistent (a durable reply queue keeps replies
+/// across a broker restart), with the job's correlation id.
+fn reply_properties(correlation_id: Option<&ShortString>) -> BasicProperties {
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    match correlation_id {
+        Some(c) => props.with_correlation_id(c.clone()),
+        None => props,
+    }
+}
+
+/// Publishes on `channel` (in confirm mode) and waits for the broker's confirm.
+async fn publish_on(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), BrokerError> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .map_err(amqp("basic.publish"))?;
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        .await
+        .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))?
+        .map_err(amqp("publisher confirm"))?;
+    if confirmation.is_nack() {
+        return Err(BrokerError::Nacked(format!("{exchange}/{routing_key}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,9 +31,10 @@ pub struct BatchConfig {
     /// one is then cut from the bulk texts, so bulk work keeps at least one batch in
     /// `interactive_burst + 1` under any interactive load (its starvation bound).
     pub interactive_burst: usize,
-    /// Most padded tokens in a batch led by interactive texts (their run topped up with
-    /// bulk texts), at most `max_batch_tokens`: a person's text waits for a replica,
-    /// then runs in a batch this short rather than a full bulk one.
+    /// Most padded tokens in any batch that holds an interactive text (their run topped
+    /// up with bulk texts, or a bulk batch they ride along), at most
+    /// `max_batch_tokens`: a person's text waits for a replica, then runs in a batch
+    /// this short rather than a full bulk one.
     pub interactive_max_batch_tokens: usize,
 }
 

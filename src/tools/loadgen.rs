@@ -253,6 +253,9 @@ pub struct SlowJob {
     pub job: u64,
     /// Seconds from the run's start to the job's publish.
     pub sent_at_s: f64,
+    /// The publish as wall-clock milliseconds since the Unix epoch: to find the job in
+    /// the worker's logs.
+    pub sent_at_unix_ms: u64,
     /// Publish to reply.
     pub latency_ms: f64,
 }
@@ -611,6 +614,7 @@ async fn drive(
         }
         let sent = request.job.texts.clone();
         let t = Instant::now();
+        let wall = std::time::SystemTime::now();
         let result = client.translate(request).await;
         let latency = t.elapsed();
         match result {
@@ -622,6 +626,9 @@ async fn drive(
                 tally.note_latency(SlowJob {
                     job,
                     sent_at_s: t.duration_since(plan.started).as_secs_f64(),
+                    sent_at_unix_ms: wall
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
                     latency_ms: latency.as_secs_f64() * 1000.0,
                 });
                 match &reply.segments {
@@ -797,6 +804,7 @@ mod tests {
         let job = |job: u64, latency_ms: f64| SlowJob {
             job,
             sent_at_s: job as f64,
+            sent_at_unix_ms: job,
             latency_ms,
         };
         let mut a = Tally::new();

@@ -16,8 +16,11 @@
 //! replica frees, the policy cuts from the interactive texts first (the same
 //! length-sorted runs, among them), and tops a batch that is not full up with the bulk
 //! texts closest below its longest, so interactive work rides along bulk work
-//! instead of displacing it; a bulk-led batch likewise carries queued interactive
-//! texts that widen nothing. Bulk texts never starve: after
+//! instead of displacing it; a bulk-led batch no larger than an interactive-led one
+//! likewise carries queued interactive texts that widen nothing. Batches that hold
+//! interactive texts keep to [`Policy::interactive_max_batch_tokens`], because a
+//! batch's duration follows its size and its longest text (one decoding step per
+//! target token). Bulk texts never starve: after
 //! [`Policy::interactive_burst`] batches in a row led by interactive texts while bulk
 //! texts wait, the next batch is cut from the bulk texts. Identical texts merge and
 //! take the higher lane.
@@ -230,10 +233,11 @@ pub fn next_batch<T: Borrow<Pending>>(
 ///   one place in a batch, not a batch. Topped up to full, it is cut at once.
 /// - Interactive runs are cut within `interactive_max_batch_tokens` (top-up
 ///   included), so a waiting person's text runs in a short batch.
-/// - A batch led by bulk (cut at once) lets queued interactive texts of its options
-///   **ride along** when they widen nothing: in free room within the batch size and
-///   token budget, else in place of at most a quarter of its shortest bulk texts,
-///   never its oldest.
+/// - A batch led by bulk (cut at once) that is within `interactive_max_batch_tokens`
+///   lets queued interactive texts of its options **ride along** when they widen
+///   nothing: in free room within the batch size and that budget, else in place of at
+///   most a quarter of its shortest bulk texts, never its oldest. So every batch that
+///   holds an interactive text (but one alone) is within the interactive budget.
 ///
 /// Bounds: (1) while a replica is free and bulk texts do not have their turn, the
 /// batch cut holds interactive texts whenever any are queued; (2) while bulk texts are
@@ -299,7 +303,14 @@ pub fn next_lane_batch<T: Borrow<Pending>>(
             }
         }
         (Lane::Bulk, None) => {
-            ride_along(queue, policy, size, &mut positions);
+            // Riders only board a bulk batch no larger than an interactive-led one: a
+            // full-width bulk batch runs for seconds (decoding steps follow its
+            // longest text), longer than the rider would take to lead the next one.
+            if width(queue, &positions).saturating_mul(positions.len())
+                <= interactive_policy.max_batch_tokens
+            {
+                ride_along(queue, &interactive_policy, size, &mut positions);
+            }
             positions.sort_unstable();
             return Decision::Cut(positions);
         }
@@ -468,7 +479,8 @@ fn top_up<T: Borrow<Pending>>(
 /// Lets the queued interactive texts of its options ride along the bulk-led batch at
 /// `positions` (cut now; the bulk policy's choice): oldest first, each no longer than
 /// the batch's longest text (so it widens nothing). A rider takes free room while the
-/// batch stays within `size` texts and the token budget; else it takes the place of
+/// batch stays within `size` texts and `policy`'s token budget (the caller passes the
+/// interactive one); else it takes the place of
 /// one of the batch's shortest bulk texts, which stays queued for a later batch. At
 /// most a quarter of the batch is displaced, and never its oldest text, so a bulk
 /// batch still does mostly bulk work and the bulk bounds hold. On bulk's turn the
@@ -814,7 +826,7 @@ async fn run(
             .spawn(move || {
                 while let Ok(batch) = brx.recv() {
                     let _pass = gate.acquire(weight);
-                    run_batch(backend.as_ref(), batch, &metrics);
+                    run_batch(backend.as_ref(), batch, &metrics, i);
                     if done_tx.blocking_send(i).is_err() {
                         break;
                     }
@@ -866,6 +878,9 @@ async fn run(
                     };
                     running[replica] = positions.len();
                     let led = lead_lane(&held.queue, &policy, streak) == Some(Lane::Interactive);
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        log_cut(&held, &positions, led, streak, replica);
+                    }
                     let batch = take_batch(&mut held, &positions, &metrics);
                     streak = next_streak(streak, led, held.per_lane[0] > 0);
                     if let Err(e) = senders[replica].try_send(batch) {
@@ -994,6 +1009,38 @@ fn dec(count: &mut usize) {
     *count = count.saturating_sub(1);
 }
 
+/// One debug event per cut: what a lane's latency is made of (which lane led, how
+/// many interactive texts rode, the batch's width, what stayed queued, how long the
+/// oldest interactive text had waited).
+fn log_cut(held: &Held, positions: &[usize], led: bool, streak: usize, replica: usize) {
+    let now = Instant::now();
+    let picked = || positions.iter().filter_map(|&i| held.queue.get(i));
+    let interactive = picked()
+        .filter(|q| q.pending.lane == Lane::Interactive)
+        .count();
+    let width = picked().map(|q| q.pending.tokens).max().unwrap_or(0);
+    let oldest_interactive_ms = held
+        .queue
+        .iter()
+        .find(|q| q.pending.lane == Lane::Interactive)
+        .map(|q| {
+            now.saturating_duration_since(q.pending.enqueued)
+                .as_millis() as u64
+        });
+    tracing::debug!(
+        replica,
+        led = if led { "interactive" } else { "bulk" },
+        streak,
+        size = positions.len(),
+        interactive,
+        width,
+        queued_bulk = held.per_lane[0],
+        queued_interactive = held.per_lane[1],
+        oldest_interactive_ms,
+        "batch cut"
+    );
+}
+
 fn take_batch(held: &mut Held, positions: &[usize], metrics: &Metrics) -> Batch {
     let now = Instant::now();
     let mut taken: Vec<Queued> = Vec::with_capacity(positions.len());
@@ -1060,7 +1107,7 @@ fn call(
 /// Runs one batch on the calling (replica) thread and answers every waiter. When the
 /// batch fails as a whole, each text is retried alone so one bad input fails only
 /// its own job.
-fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
+fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics, replica: usize) {
     static NEXT_BATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let start = Instant::now();
     let Batch {
@@ -1111,6 +1158,7 @@ fn run_batch(backend: &dyn Backend, batch: Batch, metrics: &Metrics) {
     let elapsed = start.elapsed();
     metrics.inference_seconds.observe(elapsed.as_secs_f64());
     tracing::debug!(
+        replica,
         size = sources.len(),
         longest = sources.iter().map(Vec::len).max().unwrap_or(0),
         elapsed_ms = elapsed.as_millis() as u64,
@@ -1281,6 +1329,21 @@ mod tests {
         assert_eq!(
             next_lane_batch(&full, now, &wide, 2, 2, 0, 2),
             Decision::Cut(vec![0, 1, 2, 3, 4, 5, 8, 9])
+        );
+        // A bulk batch larger than the interactive budget takes no riders: they lead
+        // the next batch instead of running through a long one.
+        let budget = Policy {
+            interactive_max_batch_tokens: 200,
+            ..wide
+        };
+        assert_eq!(
+            next_lane_batch(&full, now, &budget, 2, 2, 0, 2),
+            Decision::Cut(vec![0, 1, 2, 3, 4, 5, 6, 7])
+        );
+        // Within it (3 × 40 + riders ≤ 200), they ride.
+        assert_eq!(
+            next_lane_batch(&queue, now, &budget, 2, 2, 0, 2),
+            Decision::Cut(vec![0, 1, 2, 3, 4])
         );
         // No bulk text waiting: the streak does not matter.
         let only = ql(&[(12, I, 0), (12, I, 0), (12, I, 0)], t0);
@@ -2011,6 +2074,10 @@ mod tests {
                             assert!(
                                 lane_width(Lane::Interactive) <= lane_width(Lane::Bulk),
                                 "a rider widens the batch: {lens:?}"
+                            );
+                            assert!(
+                                longest * positions.len() <= p.interactive_max_batch_tokens,
+                                "a rider in a batch over the interactive budget: {lens:?}"
                             );
                             assert!(riders < positions.len(), "riders displaced every bulk text");
                         }

@@ -655,11 +655,21 @@ pub async fn collect_once(
             FieldTable::default(),
         )
         .await?;
+    // lapin does not always end a consumer's stream when its connection drops (a
+    // SIGKILLed node): the cluster drill once waited for ever on a dead node's
+    // consumer while its replies piled up in the queue. Checking the connection
+    // itself ends this call so that the caller reconnects.
+    let mut alive = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
                 let _ = conn.close(200, "ok".into()).await;
                 return Ok(());
+            }
+            _ = alive.tick() => {
+                if !conn.status().connected() || !ch.status().connected() {
+                    return Ok(());
+                }
             }
             next = consumer.next() => match next {
                 Some(Ok(d)) => {

@@ -10,12 +10,15 @@ use translation_worker::config::Config;
 pub struct WorkerProcess {
     /// The running child; `None` once it has exited and been reaped.
     pub child: Option<Child>,
+    /// Its JSON log (stdout), for a failing test's message ([`Self::log_tail`]).
+    log: std::path::PathBuf,
 }
 
 impl WorkerProcess {
     /// Spawns the binary with `config`'s broker, Redis, queue, exchange, cache prefix
     /// and model passed as `TW_*` variables, then `extra_env` (which wins).
-    /// Logs go to stderr at `warn`; HTTP listens on an ephemeral port.
+    /// Logs (at `warn` unless `extra_env` sets `RUST_LOG`) go to a file in the temp
+    /// dir ([`Self::log_tail`]); HTTP listens on an ephemeral port.
     pub fn spawn(config: &Config, extra_env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_translation-worker"));
         cmd.arg("serve")
@@ -50,12 +53,18 @@ impl WorkerProcess {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
+        let log =
+            std::env::temp_dir().join(format!("tw-worker-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("temp dir is writable");
         let child = cmd
-            .stdout(Stdio::null())
+            .stdout(file)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("worker binary starts");
-        Self { child: Some(child) }
+        Self {
+            child: Some(child),
+            log,
+        }
     }
 
     /// Process id (panics once the child has been reaped).
@@ -105,6 +114,25 @@ impl WorkerProcess {
         }
     }
 
+    /// Wraps a child started elsewhere (another subcommand, e.g. `gateway`), whose
+    /// output the caller directed: no log file.
+    pub fn adopt(child: Child) -> Self {
+        Self {
+            child: Some(child),
+            log: std::path::PathBuf::new(),
+        }
+    }
+
+    /// Where the worker's log is written.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.log.clone()
+    }
+
+    /// The last `lines` lines of the worker's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
     /// Current resident set size in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
         self.status_field("VmRSS:")
@@ -118,6 +146,13 @@ impl WorkerProcess {
     fn status_field(&self, field: &str) -> u64 {
         status_kib(self.pid(), field)
     }
+}
+
+/// The last `lines` lines of the log file at `path` (empty when unreadable).
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A `/proc/<pid>/status` field in kB, e.g. `VmRSS:` or `VmHWM:`.
@@ -134,6 +169,9 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
+        if !self.log.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 

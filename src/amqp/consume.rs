@@ -124,7 +124,9 @@ pub async fn consume_on_until(
 /// the worker's long-lived publish channel (the cluster drill, docs/reliability.md),
 /// and dropping those replies lost answered jobs. So the second and third tries go out
 /// on a fresh channel each, after 0.3 s and 0.9 s; a full queue costs each refused job
-/// only that.
+/// only that. A reply reported nacked that the broker had enqueued after all (seen
+/// among a full queue's refusals on the shared channel) arrives twice: a duplicate,
+/// which at-least-once delivery allows.
 const REPLY_NACK_ATTEMPTS: u32 = 3;
 /// Wait before the second try; tripled before each next one.
 const REPLY_NACK_BACKOFF: std::time::Duration = std::time::Duration::from_millis(300);

@@ -322,8 +322,9 @@ impl Session {
     /// Like [`Session::reply`], on a confirm channel opened for this one reply and
     /// closed after. A channel keeps per-queue state at the broker; after a replicated
     /// queue's leader died, RabbitMQ 3.10 was seen nacking every publish to it on the
-    /// worker's long-lived channel (the cluster drill, docs/reliability.md) while a
-    /// new channel's went through.
+    /// worker's long-lived channel (the cluster drill, docs/reliability.md), and a new
+    /// channel starts without that state. (That it clears those nacks is not yet
+    /// observed: the drill fails if a reply is still given up.)
     pub async fn reply_on_fresh_channel(
         &self,
         reply_to: &str,

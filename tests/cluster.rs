@@ -630,8 +630,9 @@ async fn drill_cluster_worker_survives_node_and_leader_kills() {
     let worker_reconnects =
         wait_metric(http, "translation_worker_broker_reconnects_total", 1.0).await;
     assert!(worker.is_running(), "the worker exited during the drill");
-    // (Read before it exits: its log goes with it.) Replies the broker nacked on the worker's channel and that went out again on a
-    // fresh one (docs/reliability.md).
+    // Replies the broker nacked on the worker's channel that went out again on a fresh
+    // one, and replies given up (docs/reliability.md). Read before the worker exits:
+    // its log file goes with it.
     let worker_log = std::fs::read_to_string(worker.log_path()).unwrap_or_default();
     let reply_retries = worker_log.matches("retrying on a fresh channel").count();
     let replies_dropped = worker_log.matches("reply refused by its queue").count();

@@ -1014,11 +1014,11 @@ fn dec(count: &mut usize) {
 /// oldest interactive text had waited).
 fn log_cut(held: &Held, positions: &[usize], led: bool, streak: usize, replica: usize) {
     let now = Instant::now();
-    let picked = || positions.iter().filter_map(|&i| held.queue.get(i));
-    let interactive = picked()
+    let interactive = positions
+        .iter()
+        .filter_map(|&i| held.queue.get(i))
         .filter(|q| q.pending.lane == Lane::Interactive)
         .count();
-    let width = picked().map(|q| q.pending.tokens).max().unwrap_or(0);
     let oldest_interactive_ms = held
         .queue
         .iter()
@@ -1033,9 +1033,9 @@ fn log_cut(held: &Held, positions: &[usize], led: bool, streak: usize, replica: 
         streak,
         size = positions.len(),
         interactive,
-        width,
-        queued_bulk = held.per_lane[0],
-        queued_interactive = held.per_lane[1],
+        width = width(&held.queue, positions),
+        queued_bulk = held.per_lane[lane_index(Lane::Bulk)],
+        queued_interactive = held.per_lane[lane_index(Lane::Interactive)],
         oldest_interactive_ms,
         "batch cut"
     );

@@ -10,7 +10,7 @@ use translation_worker::config::Config;
 pub struct WorkerProcess {
     /// The running child; `None` once it has exited and been reaped.
     pub child: Option<Child>,
-    /// Its JSON log (stdout), for a failing test's message ([`Self::log_tail`]).
+    /// Its JSON log (stdout), for a failing test's message ([`log_tail`]).
     log: std::path::PathBuf,
 }
 
@@ -18,7 +18,7 @@ impl WorkerProcess {
     /// Spawns the binary with `config`'s broker, Redis, queue, exchange, cache prefix
     /// and model passed as `TW_*` variables, then `extra_env` (which wins).
     /// Logs (at `warn` unless `extra_env` sets `RUST_LOG`) go to a file in the temp
-    /// dir ([`Self::log_tail`]); HTTP listens on an ephemeral port.
+    /// dir ([`Self::log_path`], [`log_tail`]); HTTP listens on an ephemeral port.
     pub fn spawn(config: &Config, extra_env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_translation-worker"));
         cmd.arg("serve")
@@ -126,11 +126,6 @@ impl WorkerProcess {
     /// Where the worker's log is written.
     pub fn log_path(&self) -> std::path::PathBuf {
         self.log.clone()
-    }
-
-    /// The last `lines` lines of the worker's log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        log_tail(&self.log, lines)
     }
 
     /// Current resident set size in KiB (`VmRSS`).

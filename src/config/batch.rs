@@ -11,9 +11,10 @@ pub struct BatchConfig {
     /// A batch is cut when it holds this many distinct texts.
     pub max_batch_size: usize,
     /// Fewest texts per batch when more are in flight: the size adapts to the load
-    /// (in-flight texts ÷ (2 × replicas), between this and `max_batch_size`), so that
-    /// as many texts wait to be sorted by length as run. Equal to `max_batch_size`:
-    /// a fixed size.
+    /// (the larger of in-flight texts ÷ (2 × replicas) and queued texts ÷ replicas,
+    /// between this and `max_batch_size`), so that as many texts wait to be sorted by
+    /// length as run, and a held backlog drains in full batches. Equal to
+    /// `max_batch_size`: a fixed size.
     pub min_batch_size: usize,
     /// ... or when its padded size (texts × longest source in tokens) would pass this.
     pub max_batch_tokens: usize,

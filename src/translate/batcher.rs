@@ -57,8 +57,8 @@ pub struct Policy {
     /// Most distinct texts in a batch.
     pub max_batch_size: usize,
     /// Fewest texts a batch is made of when more are in flight: the batch size adapts
-    /// to the load ([`batch_size`]), between this and `max_batch_size`, so that as many texts wait to be sorted as run. Equal to
-    /// `max_batch_size`: a fixed size.
+    /// to the load ([`batch_size`]), between this and `max_batch_size`, so that as many
+    /// texts wait to be sorted as run. Equal to `max_batch_size`: a fixed size.
     pub min_batch_size: usize,
     /// Most padded tokens (texts × longest source) in a batch; a single longer text
     /// still goes alone.
@@ -168,10 +168,9 @@ fn partition(lens: &[usize], max_size: usize, max_tokens: usize) -> Vec<Run> {
     runs
 }
 
-/// The batch size for `queued` texts waiting and `in_flight` texts in all (queued and
-/// running) on `replicas` replicas, between `min_batch_size` and `max_batch_size`: the
-/// larger of
-/// - half of each replica's share of `in_flight`, so that while one batch runs per
+/// The batch size for `queued` texts waiting and `running` texts in batches on
+/// `replicas` replicas, between `min_batch_size` and `max_batch_size`: the larger of
+/// - half of each replica's share of the texts in flight (queued and running), so that while one batch runs per
 ///   replica as many texts wait to be chosen from by length (a closed loop: 64 in
 ///   flight on 2 replicas gives 16, so 32 with the default minimum, not one batch of
 ///   64 and an idle replica), and
@@ -180,11 +179,11 @@ fn partition(lens: &[usize], max_size: usize, max_tokens: usize) -> Vec<Run> {
 ///   is shared between the replicas (the half-share alone shrank the batches while a
 ///   backlog drained: 11 batches and 5 % slower than CTranslate2's own cut of the same
 ///   600 sentences, docs/benchmarks.md).
-pub fn batch_size(policy: &Policy, queued: usize, in_flight: usize, replicas: usize) -> usize {
+pub fn batch_size(policy: &Policy, queued: usize, running: usize, replicas: usize) -> usize {
     let max = policy.max_batch_size.max(1);
     let min = policy.min_batch_size.clamp(1, max);
     let replicas = replicas.max(1);
-    in_flight
+    (queued + running)
         .div_ceil(2 * replicas)
         .max(queued.div_ceil(replicas))
         .clamp(min, max)
@@ -288,12 +287,7 @@ pub fn next_lane_batch<T: Borrow<Pending>>(
         Lane::Interactive => &interactive_policy,
         Lane::Bulk => policy,
     };
-    let size = batch_size(
-        policy,
-        queue.len(),
-        queue.len() + in_batches,
-        total_replicas,
-    );
+    let size = batch_size(policy, queue.len(), in_batches, total_replicas);
     let Some(choice) = lane_choice(
         queue,
         now,
@@ -1249,21 +1243,21 @@ mod tests {
             ..policy()
         };
         // Closed loop, 64 in flight on 2 replicas: one batch runs, 32 are queued.
-        assert_eq!(batch_size(&p, 32, 64, 2), 32);
+        assert_eq!(batch_size(&p, 32, 32, 2), 32);
         // 8 documents of 20 sentences: half a share of 160, 60 queued per replica.
-        assert_eq!(batch_size(&p, 120, 160, 2), 60);
+        assert_eq!(batch_size(&p, 120, 40, 2), 60);
         // A draining backlog: 64 running, 136 held. The half-share alone gave 50.
-        assert_eq!(batch_size(&p, 136, 200, 2), 64);
+        assert_eq!(batch_size(&p, 136, 64, 2), 64);
         // Its last texts are shared between the replicas, down to the minimum.
-        assert_eq!(batch_size(&p, 72, 136, 2), 36);
-        assert_eq!(batch_size(&p, 10, 74, 2), 32);
+        assert_eq!(batch_size(&p, 72, 64, 2), 36);
+        assert_eq!(batch_size(&p, 10, 64, 2), 32);
         // A fixed size stays fixed; zero replicas counts as one.
         let fixed = Policy {
             min_batch_size: 64,
             ..p
         };
-        assert_eq!(batch_size(&fixed, 1, 1, 2), 64);
-        assert_eq!(batch_size(&p, 600, 600, 0), 64);
+        assert_eq!(batch_size(&fixed, 1, 0, 2), 64);
+        assert_eq!(batch_size(&p, 600, 0, 0), 64);
     }
 
     #[test]
@@ -2071,8 +2065,9 @@ mod tests {
                         let lens: Vec<usize> = positions.iter().map(|&i| queue[i].tokens).collect();
                         let longest = lens.iter().copied().max().unwrap_or(0);
                         assert!(positions.len() <= p.max_batch_size.max(1));
-                        let in_flight = queue.len() + in_batches;
-                        assert!(positions.len() <= batch_size(p, queue.len(), in_flight, replicas));
+                        assert!(
+                            positions.len() <= batch_size(p, queue.len(), in_batches, replicas)
+                        );
                         assert!(
                             positions.len() == 1 || longest * positions.len() <= p.max_batch_tokens,
                             "over the token budget: {lens:?}"

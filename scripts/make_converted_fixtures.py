@@ -36,6 +36,24 @@ the outputs are committed)::
         python3 scripts/make_converted_fixtures.py --out tests/fixtures/converted
 
 Deterministic for the same package versions (recorded in each references.json).
+
+**Pinned kernels.** CTranslate2 runs int8 GEMM in oneDNN (or oneMKL), which picks its
+kernels by CPU: with AVX-512 VNNI the u8 x s8 products are summed exactly, while the
+AVX2 kernel (``vpmaddubsw``) saturates pairs of them at 16 bits. A random model at std
+0.5 lives on such near-ties, so the outputs recorded on an Intel Xeon did not hold on
+an AMD EPYC (AVX2 only). The references are therefore recorded, and the test checks
+them, with the same pins on every x86-64 CPU: ``CT2_USE_MKL=0`` (oneDNN, the worker's
+backend) and ``ONEDNN_MAX_CPU_ISA=AVX2`` (CTranslate2's own kernels default to AVX2
+everywhere). ``tests/converted.rs`` sets the same two variables (``PINNED_KERNELS``).
+
+``--references-only`` re-records ``references.json`` of the committed fixtures without
+rebuilding them (needs only ctranslate2, transformers, sentencepiece, protobuf; no
+torch): each model's tokenizer is rebuilt from the files beside it::
+
+    /tmp/convert-venv/bin/pip install transformers sentencepiece protobuf \\
+        ctranslate2==4.8.5
+    /tmp/convert-venv/bin/python3 scripts/make_converted_fixtures.py \\
+        --out tests/fixtures/converted --references-only
 """
 
 import argparse
@@ -51,9 +69,13 @@ from typing import Dict, List, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_sentences  # noqa: E402  (sibling script)
 
+# The same pins as `PINNED_KERNELS` in tests/converted.rs, set before CTranslate2 and
+# oneDNN read them (see the module doc).
+PINNED_KERNELS = {"CT2_USE_MKL": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+os.environ.update(PINNED_KERNELS)
+
 import ctranslate2  # noqa: E402
 import sentencepiece as spm  # noqa: E402
-import torch  # noqa: E402
 import transformers  # noqa: E402
 
 # Long enough to tell outputs apart, short enough to keep references small and
@@ -190,8 +212,7 @@ def build_marian(work: str, lines: List[str]) -> str:
         with open(os.path.join(d, name), "wb") as f:
             f.write(model)
     sp = spm.SentencePieceProcessor(model_proto=model)
-    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
-    vocab["<pad>"] = len(vocab)
+    vocab = marian_vocab(sp)
     with open(os.path.join(d, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
     tok = transformers.MarianTokenizer(
@@ -227,10 +248,7 @@ def build_m2m100(work: str, lines: List[str]) -> str:
     with open(os.path.join(d, "sentencepiece.bpe.model"), "wb") as f:
         f.write(model)
     sp = spm.SentencePieceProcessor(model_proto=model)
-    # fairseq's dictionary: the four specials first, then the pieces.
-    vocab: Dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for i in range(sp.get_piece_size()):
-        vocab.setdefault(sp.id_to_piece(i), len(vocab))
+    vocab = m2m100_vocab(sp)
     with open(os.path.join(d, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
     from transformers.models.m2m_100 import tokenization_m2m_100
@@ -294,8 +312,20 @@ def decode_cases(ct2_dir: str, tok, lang: str) -> List[Dict]:
     ]
 
 
+def cpu_model() -> str:
+    """The CPU the references were recorded on (Linux), for the record only."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def record(name: str, ct2_dir: str, pipe: Pipeline, cases: List[Dict], limit: int,
-           readme: str, lang: str = "") -> None:
+           readme: str, torch_version: str, lang: str = "") -> None:
     for case in cases:
         case["translation"], case["truncated"] = pipe.translate(
             case["text"], case["source"], case["target"])
@@ -306,8 +336,11 @@ def record(name: str, ct2_dir: str, pipe: Pipeline, cases: List[Dict], limit: in
         "generated_with": {
             "ctranslate2": ctranslate2.__version__,
             "transformers": transformers.__version__,
-            "torch": torch.__version__,
+            # The weights' maker (unchanged by --references-only).
+            "torch": torch_version,
             "sentencepiece": spm.__version__,
+            "pinned_kernels": PINNED_KERNELS,
+            "cpu": cpu_model(),
         },
         "cases": cases,
         "decode_cases": decode_cases(ct2_dir, pipe.tok, lang),
@@ -322,7 +355,12 @@ def record(name: str, ct2_dir: str, pipe: Pipeline, cases: List[Dict], limit: in
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for marian/, m2m100/, nllb/")
+    p.add_argument("--references-only", action="store_true",
+                   help="re-record references.json of the fixtures in --out")
     args = p.parse_args()
+    if args.references_only:
+        return references_only(args.out)
+    import torch
     torch.manual_seed(20261130)
     lines = corpus()
     texts = inputs()
@@ -337,7 +375,8 @@ def main() -> int:
         record("marian", out, Pipeline(out, tok, limit),
                [{"text": t, "source": "ko", "target": "en"} for t in texts], limit,
                README.format(kind="MarianMTModel (OPUS-MT layout)", limit=limit,
-                             copy="--copy_files source.spm target.spm"))
+                             copy="--copy_files source.spm target.spm"),
+               torch.__version__)
 
         # Multilingual: every text to two targets, and a few other pairs.
         cases = []
@@ -358,7 +397,7 @@ def main() -> int:
         record("m2m100", out, pipe, [dict(c) for c in cases], limit,
                README.format(kind="M2M100ForConditionalGeneration (M2M100Tokenizer)",
                              limit=limit, copy="--copy_files sentencepiece.bpe.model"),
-               lang="__en__")
+               torch.__version__, lang="__en__")
 
         hf = build_nllb(work, lines)
         out = os.path.join(args.out, "nllb")
@@ -371,11 +410,88 @@ def main() -> int:
                README.format(kind="M2M100ForConditionalGeneration with an NLLB "
                              "tokenizer.json", limit=limit,
                              copy="--copy_files tokenizer.json"),
-               lang="eng_Latn")
+               torch.__version__, lang="eng_Latn")
     for name in ("marian", "m2m100", "nllb"):
         size = sum(os.path.getsize(os.path.join(args.out, name, f))
                    for f in os.listdir(os.path.join(args.out, name)))
         print(f"{name}: {size} bytes")
+    return 0
+
+
+def marian_vocab(sp) -> Dict[str, int]:
+    """MarianTokenizer's vocab.json: the pieces, then ``<pad>``."""
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    vocab["<pad>"] = len(vocab)
+    return vocab
+
+
+def m2m100_vocab(sp) -> Dict[str, int]:
+    """fairseq's dictionary: the four specials first, then the pieces."""
+    vocab: Dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for i in range(sp.get_piece_size()):
+        vocab.setdefault(sp.id_to_piece(i), len(vocab))
+    return vocab
+
+
+def references_only(out: str) -> int:
+    """Re-records each fixture's references.json from its committed files: the
+    tokenizer is rebuilt as ``build_*`` made it, the cases and the weights' torch
+    version are kept, the translations and decode cases are computed again."""
+    from transformers.models.m2m_100 import tokenization_m2m_100
+    from transformers.models.nllb import tokenization_nllb
+
+    with tempfile.TemporaryDirectory() as work:
+        for name in ("marian", "m2m100", "nllb"):
+            ct2_dir = os.path.join(out, name)
+            with open(os.path.join(ct2_dir, "references.json"), encoding="utf-8") as f:
+                old = json.load(f)
+            limit = old["source_positions"]
+            cases = [{k: c[k] for k in ("text", "source", "target")} for c in old["cases"]]
+            tmp = os.path.join(work, name)
+            os.makedirs(tmp)
+            if name == "marian":
+                src = os.path.join(ct2_dir, "source.spm")
+                sp = spm.SentencePieceProcessor(model_file=src)
+                with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
+                    json.dump(marian_vocab(sp), f, ensure_ascii=False)
+                tok = transformers.MarianTokenizer(
+                    src, os.path.join(ct2_dir, "target.spm"), os.path.join(tmp, "vocab.json"))
+                pipe, lang = Pipeline(ct2_dir, tok, limit), ""
+            elif name == "m2m100":
+                model = os.path.join(ct2_dir, "sentencepiece.bpe.model")
+                sp = spm.SentencePieceProcessor(model_file=model)
+                with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
+                    json.dump(m2m100_vocab(sp), f, ensure_ascii=False)
+                codes = [f"__{c}__"
+                         for c in tokenization_m2m_100.FAIRSEQ_LANGUAGE_CODES["m2m100"]]
+                tok = transformers.M2M100Tokenizer(
+                    os.path.join(tmp, "vocab.json"), model, src_lang="ko", tgt_lang="en",
+                    additional_special_tokens=codes)
+                pipe = Pipeline(ct2_dir, tok, limit, src_lang=lambda c: c,
+                                prefix=lambda c: f"__{c}__")
+                lang = "__en__"
+            else:
+                shutil.copy(os.path.join(ct2_dir, "tokenizer.json"), tmp)
+                with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+                    json.dump({"tokenizer_class": "NllbTokenizer"}, f)
+                tok = transformers.AutoTokenizer.from_pretrained(
+                    tmp, additional_special_tokens=tokenization_nllb.FAIRSEQ_LANGUAGE_CODES,
+                    src_lang="kor_Hang", tgt_lang="eng_Latn")
+                pipe = Pipeline(ct2_dir, tok, limit, src_lang=NLLB_CODES.__getitem__,
+                                prefix=NLLB_CODES.__getitem__)
+                lang = "eng_Latn"
+            with open(os.path.join(ct2_dir, "README.md"), encoding="utf-8") as f:
+                readme = f.read()
+            record(name, ct2_dir, pipe, cases, limit, readme,
+                   old["generated_with"]["torch"], lang=lang)
+            with open(os.path.join(ct2_dir, "references.json"), encoding="utf-8") as f:
+                new = json.load(f)
+            if new["decode_cases"] != old["decode_cases"]:
+                print(f"{name}: the rebuilt tokenizer decodes differently", file=sys.stderr)
+                return 1
+            changed = sum(a["translation"] != b["translation"]
+                          for a, b in zip(old["cases"], new["cases"]))
+            print(f"{name}: {changed} of {len(cases)} translations changed")
     return 0
 
 

@@ -9,6 +9,11 @@
 //! languages) or all in one job, and again from the cache. The one documented
 //! difference: the contract answers an empty text with an empty text without asking
 //! the model, where the pipeline lets a random multilingual model write something.
+//!
+//! Both sides run with the same int8 kernels on every x86-64 CPU ([`PINNED_KERNELS`]):
+//! oneDNN sums u8 x s8 products exactly with AVX-512 VNNI but saturates pairs of them
+//! at 16 bits with AVX2, and a random model's outputs sit on such near-ties, so
+//! references recorded on an Intel Xeon failed on an AMD EPYC (AVX2 only).
 
 mod common;
 
@@ -22,6 +27,24 @@ use translation_worker::config::{Config, LanguageTokens, ModelConfig};
 use translation_worker::translate::Engine;
 
 use common::*;
+
+/// The kernel pins `scripts/make_converted_fixtures.py` records the references under
+/// (its `PINNED_KERNELS`): oneDNN rather than oneMKL (the worker's backend; the wheel
+/// picks oneMKL on Intel CPUs) and no ISA above AVX2 (CTranslate2's own kernels stop
+/// at AVX2 unless told otherwise). Every x86-64 CPU CI runs on has AVX2.
+const PINNED_KERNELS: [(&str, &str); 2] = [("CT2_USE_MKL", "0"), ("ONEDNN_MAX_CPU_ISA", "AVX2")];
+
+/// Sets [`PINNED_KERNELS`] once, before any engine in this test binary loads (oneDNN
+/// and CTranslate2 read them on first use). Every test here calls it first; the
+/// `Once` holds the others back until the variables are set.
+fn pin_kernels() {
+    static PIN: std::sync::Once = std::sync::Once::new();
+    PIN.call_once(|| {
+        for (name, value) in PINNED_KERNELS {
+            std::env::set_var(name, value);
+        }
+    });
+}
 
 #[derive(Deserialize)]
 struct References {
@@ -156,6 +179,7 @@ async fn one_job_per_pair(bus: &Bus, config: &Config, refs: &References) {
 }
 
 async fn check_model(name: &str, tokens: LanguageTokens) {
+    pin_kernels();
     let refs = references(name);
     assert!(refs.cases.len() >= 30, "{name}: {} cases", refs.cases.len());
     assert!(
@@ -205,6 +229,7 @@ async fn nllb_replies_match_the_python_pipeline() {
 /// fillers) come out as each model's own tokenizer writes them.
 #[test]
 fn output_tokens_decode_as_the_models_tokenizer_does() {
+    pin_kernels();
     for (name, tokens) in [
         ("marian", LanguageTokens::None),
         ("m2m100", LanguageTokens::M2m100),
@@ -232,6 +257,7 @@ fn output_tokens_decode_as_the_models_tokenizer_does() {
 /// The limit comes from each model's own position table.
 #[test]
 fn limits_are_read_from_the_converted_models() {
+    pin_kernels();
     for (name, positions) in [("marian", 512), ("m2m100", 256), ("nllb", 256)] {
         let limits = translation_worker::translate::read_limits(&fixture(name)).unwrap();
         assert_eq!(limits.source_positions, Some(positions), "{name}");

@@ -28,6 +28,11 @@ pub struct BatchConfig {
     /// Most distinct texts the batcher holds and sorts by length to choose batches
     /// from (its window), per lane; jobs wait to enter beyond it.
     pub max_queued: usize,
+    /// Longest (ms) a burst of bulk texts is waited out while a replica is busy: no
+    /// bulk batch is cut while texts keep arriving (each within `max_wait_ms` of the
+    /// last) and the window has room, so a backlog's first batches are sorted from the
+    /// whole burst. Never past `max_delay_ms`; 0: off.
+    pub max_settle_ms: u64,
     /// Most batches in a row led by interactive texts while bulk texts wait: the next
     /// one is then cut from the bulk texts, so bulk work keeps at least one batch in
     /// `interactive_burst + 1` under any interactive load (its starvation bound).
@@ -48,6 +53,7 @@ impl Default for BatchConfig {
             max_wait_ms: 5,
             max_delay_ms: 2000,
             max_queued: 1024,
+            max_settle_ms: 100,
             interactive_burst: 4,
             // A quarter of max_batch_tokens: the engine curve's sorted batches of
             // 2,048 padded tokens ran 0.96 of its best (docs/benchmarks.md).

@@ -162,6 +162,8 @@ pub fn run(b: &EngineBenchOptions) -> Result<EngineBenchReport, EngineError> {
         max_wait: Duration::from_millis(b.max_wait_ms),
         max_delay: Duration::from_millis(b.max_delay_ms),
         max_queued: b.window.max(1),
+        // The loop refills its window at once: there is no burst to wait out.
+        max_settle: Duration::ZERO,
         interactive_burst: 1,
         interactive_max_batch_tokens: usize::MAX,
     };

@@ -71,8 +71,15 @@ pub struct Policy {
     /// Zero: every batch holds the oldest text.
     pub max_delay: Duration,
     /// Most distinct texts of each lane the queue task holds to choose from (the
-    /// sorting window; not read by [`next_batch`]). Submitters wait beyond it.
+    /// sorting window; at least a full batch per replica, [`window`]). Submitters wait
+    /// beyond it.
     pub max_queued: usize,
+    /// Longest the oldest bulk text waits for a burst to end before a batch is cut
+    /// while some replica is busy: as long as bulk texts keep arriving (each within
+    /// `max_wait` of the one before) and the window has room, no bulk batch is cut, so
+    /// a burst of jobs is sorted whole instead of cut as its first texts arrive. Never
+    /// past `max_delay`; zero: off. Interactive texts never wait for it.
+    pub max_settle: Duration,
     /// Most batches in a row led by interactive texts while bulk texts wait (at
     /// least 1): the next batch is then cut from the bulk texts alone. See
     /// [`next_lane_batch`] for the bounds this gives.
@@ -189,6 +196,14 @@ pub fn batch_size(policy: &Policy, queued: usize, running: usize, replicas: usiz
         .clamp(min, max)
 }
 
+/// The most distinct texts of each lane the queue task holds: `max_queued`, and at
+/// least a full batch per replica so that every replica can be given one.
+pub fn window(policy: &Policy, replicas: usize) -> usize {
+    policy
+        .max_queued
+        .max(policy.max_batch_size.saturating_mul(replicas.max(1)))
+}
+
 /// Decides whether to cut a batch now, and which texts (pure: no clock, no I/O), for
 /// a queue with no batch led by interactive texts just before: [`next_lane_batch`]
 /// with an `interactive_streak` of 0. On a queue of bulk texts only (every producer
@@ -206,6 +221,13 @@ pub fn batch_size(policy: &Policy, queued: usize, running: usize, replicas: usiz
 /// - otherwise (the oldest is overdue, or no run is full yet), the run holding the
 ///   oldest text. It is cut when full, when the oldest has waited `max_wait`, or at
 ///   once when every replica is idle (a lone job on an idle worker never waits).
+///
+/// Before either, while some replica is busy, the oldest is younger than `max_delay`
+/// and `max_settle`, bulk texts are still arriving (the newest came within `max_wait`)
+/// and the lane's window has room, a burst is under way: no bulk batch is cut until it
+/// ends, so its texts are sorted together. Without this, the first full run of a
+/// burst (the first `min_batch_size` texts to arrive, of any length) was cut at once,
+/// and padded about twice what a sorted batch does.
 ///
 /// Bound: once the oldest queued text has waited `max(max_delay, max_wait)`, the next
 /// batch cut holds it; so a text is batched at most one cut per older text still
@@ -408,7 +430,35 @@ fn lane_choice<T: Borrow<Pending>>(
     };
     // The oldest of a run: its smallest queue position.
     let oldest = |run: &Run| sorted[run.start..run.end].iter().map(|&(_, i)| i).min();
-    let overdue = now.saturating_duration_since(head.enqueued) >= policy.max_delay;
+    let waited = now.saturating_duration_since(head.enqueued);
+    let overdue = waited >= policy.max_delay;
+    if lane == Lane::Bulk
+        && free_replicas < total_replicas
+        && !overdue
+        && waited < policy.max_settle
+        && queue
+            .iter()
+            .filter(|i| Borrow::<Pending>::borrow(*i).lane == lane)
+            .count()
+            < window(policy, total_replicas)
+    {
+        // The lane's newest text: the last of its texts in the queue.
+        let newest = queue
+            .iter()
+            .rev()
+            .map(Borrow::<Pending>::borrow)
+            .find(|p| p.lane == lane)
+            .map_or(head.enqueued, |p| p.enqueued);
+        let settled = (newest + policy.max_wait).min(head.enqueued + policy.max_settle);
+        if now < settled {
+            let h = sorted.partition_point(|&(len, _)| len > head.tokens);
+            let run = runs.iter().find(|r| r.start <= h && h < r.end);
+            return Some(Choice::Wait(
+                run.map(positions).unwrap_or_default(),
+                settled,
+            ));
+        }
+    }
     if !overdue {
         let best = runs.iter().filter(|r| r.full).reduce(|best, r| {
             if r.pads_less_than(best) || (!best.pads_less_than(r) && oldest(r) < oldest(best)) {
@@ -858,7 +908,7 @@ async fn run(
     // reached; a bulk text merged into an interactive one moves over, so at most
     // 2 × `max_queue` in all): the window the policy sorts, at least a full batch per
     // replica. A lane of its own, so a bulk backlog never keeps interactive texts out.
-    let max_queue = policy.max_queued.max(policy.max_batch_size * replicas);
+    let max_queue = window(&policy, replicas);
     let mut held = Held {
         queue: VecDeque::new(),
         waiters: HashMap::new(),
@@ -1202,6 +1252,7 @@ mod tests {
             max_wait: Duration::from_millis(10),
             max_delay: Duration::from_secs(3600),
             max_queued: 1024,
+            max_settle: Duration::ZERO,
             interactive_burst: 2,
             interactive_max_batch_tokens: usize::MAX,
         }
@@ -1495,6 +1546,79 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_is_waited_out_before_a_bulk_batch_is_cut() {
+        let t0 = Instant::now();
+        let p = Policy {
+            max_settle: Duration::from_millis(50),
+            ..policy()
+        };
+        let ms = Duration::from_millis;
+        // Four texts arrived by 2 ms, so a full run (3) is held; one replica is busy.
+        let queue = q(&[(9, 1, 0), (5, 1, 1), (6, 1, 1), (7, 1, 2)], t0);
+        assert_eq!(
+            next_batch(&queue, t0 + ms(3), &p, 1, 2, 1),
+            Decision::WaitUntil(t0 + ms(12)),
+            "texts still arriving: wait for max_wait after the newest"
+        );
+        // Arrivals paused for max_wait: the best full run is cut.
+        assert_eq!(
+            next_batch(&queue, t0 + ms(12), &p, 1, 2, 1),
+            Decision::Cut(vec![0, 2, 3])
+        );
+        assert_eq!(
+            next_batch(&queue, t0 + ms(3), &policy(), 1, 2, 1),
+            Decision::Cut(vec![0, 2, 3]),
+            "max_settle 0: cut at once, as before"
+        );
+        // A steady stream is waited out for max_settle after the oldest text at most.
+        let stream = q(&[(9, 1, 0), (5, 1, 20), (6, 1, 40), (7, 1, 45)], t0);
+        assert_eq!(
+            next_batch(&stream, t0 + ms(46), &p, 1, 2, 1),
+            Decision::WaitUntil(t0 + ms(50))
+        );
+        assert_eq!(
+            next_batch(&stream, t0 + ms(50), &p, 1, 2, 1),
+            Decision::Cut(vec![0, 2, 3])
+        );
+        // Every replica idle: a lone job never waits.
+        let lone = q(&[(9, 1, 0)], t0);
+        assert_eq!(next_batch(&lone, t0, &p, 2, 2, 0), Decision::Cut(vec![0]));
+        // The window is full (max_queued 4, at least a batch per replica: 6): no more
+        // texts can arrive, so nothing is waited for.
+        let full = q(
+            &[
+                (9, 1, 0),
+                (5, 1, 1),
+                (6, 1, 1),
+                (7, 1, 2),
+                (3, 1, 2),
+                (4, 1, 2),
+            ],
+            t0,
+        );
+        let small = Policy { max_queued: 4, ..p };
+        assert_eq!(
+            next_batch(&full, t0 + ms(3), &small, 1, 2, 1),
+            Decision::Cut(vec![0, 2, 3])
+        );
+        // Interactive texts never wait for a burst.
+        let mixed = ql(&[(9, I, 0), (5, I, 1), (6, I, 1), (7, B, 2)], t0);
+        assert_eq!(
+            next_lane_batch(&mixed, t0 + ms(3), &p, 1, 2, 1, 0),
+            Decision::Cut(vec![0, 1, 2])
+        );
+        // Overdue (max_delay passed): no waiting either.
+        let overdue = Policy {
+            max_delay: ms(2),
+            ..p
+        };
+        assert!(matches!(
+            next_batch(&queue, t0 + ms(3), &overdue, 1, 2, 1),
+            Decision::Cut(_)
+        ));
+    }
+
+    #[test]
     fn token_budget_counts_padding() {
         let t0 = Instant::now();
         // 40 + 40 = 2 × 40 = 80 fits; a third at 40 would be 120 > 100.
@@ -1750,6 +1874,7 @@ mod tests {
                 max_wait: Duration::from_millis(5),
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
+                max_settle: Duration::ZERO,
                 interactive_burst: 2,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -1836,6 +1961,7 @@ mod tests {
                 max_wait: Duration::from_secs(5),
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
+                max_settle: Duration::ZERO,
                 interactive_burst: 2,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -1907,6 +2033,7 @@ mod tests {
                 max_wait: Duration::from_millis(5),
                 max_delay: Duration::from_secs(3600),
                 max_queued: 4,
+                max_settle: Duration::ZERO,
                 interactive_burst: 2,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -1961,6 +2088,7 @@ mod tests {
                 max_wait: Duration::from_millis(5),
                 max_delay: Duration::from_secs(3600),
                 max_queued: 64,
+                max_settle: Duration::ZERO,
                 interactive_burst: 4,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -2201,15 +2329,17 @@ mod tests {
                 prop_oneof![Just(0u64), 1u64..400, Just(1_000_000)],
                 1usize..6,
                 prop_oneof![Just(usize::MAX), 1usize..4096],
+                prop_oneof![Just(0u64), 1u64..300],
             )
                 .prop_map(
-                    |(size, min, tokens, wait, delay, burst, interactive_tokens)| Policy {
+                    |(size, min, tokens, wait, delay, burst, interactive_tokens, settle)| Policy {
                         max_batch_size: size,
                         min_batch_size: min,
                         max_batch_tokens: tokens,
                         max_wait: Duration::from_millis(wait),
                         max_delay: Duration::from_millis(delay),
                         max_queued: 1024,
+                        max_settle: Duration::from_millis(settle),
                         interactive_burst: burst,
                         interactive_max_batch_tokens: interactive_tokens,
                     },

@@ -67,6 +67,7 @@ impl Worker {
             max_wait: config.max_wait(),
             max_delay: Duration::from_millis(config.batch.max_delay_ms),
             max_queued: config.batch.max_queued,
+            max_settle: Duration::from_millis(config.batch.max_settle_ms),
             interactive_burst: config.batch.interactive_burst,
             interactive_max_batch_tokens: config.batch.interactive_max_batch_tokens,
         };

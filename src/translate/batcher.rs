@@ -430,6 +430,13 @@ fn lane_choice<T: Borrow<Pending>>(
     };
     // The oldest of a run: its smallest queue position.
     let oldest = |run: &Run| sorted[run.start..run.end].iter().map(|&(_, i)| i).min();
+    // The head is the lane's first text in the queue, so the first of its length in
+    // `sorted`; `around` is the run holding it.
+    let h = sorted.partition_point(|&(len, _)| len > head.tokens);
+    let Some(around) = runs.iter().find(|r| r.start <= h && h < r.end) else {
+        // Unreachable: the runs cover every sorted position. Cut the head alone.
+        return Some(Choice::Cut(vec![sorted.get(h).map_or(0, |&(_, i)| i)]));
+    };
     let waited = now.saturating_duration_since(head.enqueued);
     let overdue = waited >= policy.max_delay;
     if lane == Lane::Bulk
@@ -451,12 +458,7 @@ fn lane_choice<T: Borrow<Pending>>(
             .map_or(head.enqueued, |p| p.enqueued);
         let settled = (newest + policy.max_wait).min(head.enqueued + policy.max_settle);
         if now < settled {
-            let h = sorted.partition_point(|&(len, _)| len > head.tokens);
-            let run = runs.iter().find(|r| r.start <= h && h < r.end);
-            return Some(Choice::Wait(
-                run.map(positions).unwrap_or_default(),
-                settled,
-            ));
+            return Some(Choice::Wait(positions(around), settled));
         }
     }
     if !overdue {
@@ -471,13 +473,6 @@ fn lane_choice<T: Borrow<Pending>>(
             return Some(Choice::Cut(positions(run)));
         }
     }
-    // The head is the lane's first text in the queue, so the first of its length in
-    // `sorted`.
-    let h = sorted.partition_point(|&(len, _)| len > head.tokens);
-    let Some(around) = runs.iter().find(|r| r.start <= h && h < r.end) else {
-        // Unreachable: the runs cover every sorted position. Cut the head alone.
-        return Some(Choice::Cut(vec![sorted.get(h).map_or(0, |&(_, i)| i)]));
-    };
     let deadline = head.enqueued + policy.max_wait;
     Some(
         if around.full || now >= deadline || free_replicas >= total_replicas {

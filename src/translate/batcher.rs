@@ -177,10 +177,10 @@ fn partition(lens: &[usize], max_size: usize, max_tokens: usize) -> Vec<Run> {
 
 /// The batch size for `queued` texts waiting and `running` texts in batches on
 /// `replicas` replicas, between `min_batch_size` and `max_batch_size`: the larger of
-/// - half of each replica's share of the texts in flight (queued and running), so that while one batch runs per
-///   replica as many texts wait to be chosen from by length (a closed loop: 64 in
-///   flight on 2 replicas gives 16, so 32 with the default minimum, not one batch of
-///   64 and an idle replica), and
+/// - half of each replica's share of the texts in flight (queued and running), so
+///   that while one batch runs per replica as many texts wait to be chosen from by
+///   length (a closed loop: 64 in flight on 2 replicas gives 16, so 32 with the
+///   default minimum, not one batch of 64 and an idle replica), and
 /// - each replica's share of `queued`: texts already held need no sorting room kept
 ///   for texts to come, so a held backlog is cut in full batches until what is left
 ///   is shared between the replicas (the half-share alone shrank the batches while a
@@ -225,9 +225,9 @@ pub fn window(policy: &Policy, replicas: usize) -> usize {
 /// Before either, while some replica is busy, the oldest is younger than `max_delay`
 /// and `max_settle`, bulk texts are still arriving (the newest came within `max_wait`)
 /// and the lane's window has room, a burst is under way: no bulk batch is cut until it
-/// ends, so its texts are sorted together. Without this, the first full run of a
-/// burst (the first `min_batch_size` texts to arrive, of any length) was cut at once,
-/// and padded about twice what a sorted batch does.
+/// ends, so its texts are sorted together. Without this, a busy worker's free replica
+/// took what had arrived first (4–8 texts of any length after `max_wait`, or the
+/// first full run), unsorted (docs/benchmarks.md).
 ///
 /// Bound: once the oldest queued text has waited `max(max_delay, max_wait)`, the next
 /// batch cut holds it; so a text is batched at most one cut per older text still

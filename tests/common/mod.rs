@@ -683,7 +683,22 @@ pub async fn collect_once(
                         |e| serde_json::json!({"unparsable_reply": e.to_string()}),
                     );
                     log.record(corr, v, d.redelivered);
-                    d.ack(lapin::options::BasicAckOptions::default()).await?;
+                    // Bounded, so that an ack stuck on a dying connection cannot keep
+                    // this loop from reaching the liveness check (a broker-restart drill
+                    // once never saw the collector notice the stop). An ack that does
+                    // not complete ends this call: the reply comes back redelivered on
+                    // the next connection and is counted as a duplicate.
+                    match tokio::time::timeout(
+                        Duration::from_secs(1),
+                        d.ack(lapin::options::BasicAckOptions::default()),
+                    )
+                    .await
+                    {
+                        Ok(acked) => {
+                            acked?;
+                        }
+                        Err(_) => return Ok(()),
+                    }
                 }
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),

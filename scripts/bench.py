@@ -208,27 +208,44 @@ def worker_leg(a, label, jobs, concurrency, sentences=None, extra=(), env=None, 
     machine's speed drifts by up to 20 % over minutes, so a worker run divided by a
     ceiling measured a quarter of an hour earlier measures the drift as much as the
     worker; the ceilings around a run were measured within seconds of it."""
-    runs = []
-    before = bracket() if bracket else None
-    for _ in range(max(1, a.repeat)):
+    def one_run():
         ex, q = names()
         w = Worker(binary or a.bin, a.model, ex, q, threads=2, extra=env)
         try:
             r = loadgen(a.bin, ex, sentences or SENTS, jobs, concurrency, extra=extra)
             if per_run:
                 per_run(r, ex)
-            runs.append(r)
+            return r
         finally:
             w.stop()
-        if bracket:
-            after = bracket()
-            r["ceilings"] = [before, after]
-            r["ceiling_around"] = (before + after) / 2
-            before = after
+
+    repeats = [one_run] * max(1, a.repeat)
+    runs = bracketed(bracket, repeats) if bracket else [run() for run in repeats]
     log(f"{label}: " + ", ".join(f"{x['segments_per_sec']:.2f}" for x in runs) + " seg/s"
         + ("" if not bracket else "; ceilings around them " + ", ".join(
             f"{x['ceilings'][0]:.2f}/{x['ceilings'][1]:.2f}" for x in runs)))
     return runs
+
+
+def bracketed(ceiling, runs):
+    """Calls each of `runs` (each returns a result dict) between passes of `ceiling` (a
+    function returning sentences/s), one pass before the first and one after each, and
+    gives every result `ceilings` (the passes just before and after it) and
+    `ceiling_around` (their mean)."""
+    out = []
+    before = ceiling()
+    for run in runs:
+        x = run()
+        after = ceiling()
+        x["ceilings"], x["ceiling_around"] = [before, after], (before + after) / 2
+        out.append(x)
+        before = after
+    return out
+
+
+def ceiling_passes(runs):
+    """The ceiling passes around `runs` (bracketed), in the order they were measured."""
+    return [runs[0]["ceilings"][0]] + [x["ceilings"][1] for x in runs]
 
 
 def around(runs, key="segments_per_sec"):
@@ -343,15 +360,15 @@ def main() -> None:
     if "windows" not in skip and a.windows not in ("", "0", "none"):
         # Bracketed by ceiling passes as the worker's runs are, so that (d) and the
         # worker legs it bounds are compared on the same footing.
-        before = line_ceiling()
-        for w in [int(x) for x in a.windows.split(",")]:
-            log(f"(d) the policy over a window of {w}, batches run on the engine")
-            x = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=batch, window=w,
-                       tokens=tokens, min_batch=min_batch)
-            after = line_ceiling()
-            x["ceilings"], x["ceiling_around"] = [before, after], (before + after) / 2
-            before = after
-            r["windows"][w] = x
+        def window_run(w):
+            def run():
+                log(f"(d) the policy over a window of {w}, batches run on the engine")
+                return engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=batch,
+                              window=w, tokens=tokens, min_batch=min_batch)
+            return run
+
+        ws = [int(x) for x in a.windows.split(",")]
+        r["windows"] = dict(zip(ws, bracketed(line_ceiling, [window_run(w) for w in ws])))
     if "wheel" not in skip:
         log("(e) wheel raw 1 x 2 (its default) and 2 x 1")
         r["wheel12"] = wheel(a.python, a.model, sents, a.jobs, a.repeat, 1, 2)
@@ -383,13 +400,10 @@ def main() -> None:
     if "windows" not in skip:
         log(f"(d) the policy over 8 documents of {a.doc_sentences} lines, each replaced once "
             "all its segments are done, batches run on the engine")
-        before = segment_ceiling()
-        x = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=batch,
-                   window=8 * a.doc_sentences, tokens=tokens, min_batch=min_batch,
-                   document=a.doc_sentences)
-        after = segment_ceiling()
-        x["ceilings"], x["ceiling_around"] = [before, after], (before + after) / 2
-        r["doc_window"] = x
+        r["doc_window"] = bracketed(segment_ceiling, [lambda: engine(
+            a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=batch,
+            window=8 * a.doc_sentences, tokens=tokens, min_batch=min_batch,
+            document=a.doc_sentences)])[0]
     log(f"(c) documents: {docs} of {a.doc_sentences} sentences, split: sentences, 8 in flight")
     r["documents_runs"] = worker_leg(a, "(c)", docs, 8,
                                      extra=("--document-sentences", str(a.doc_sentences)),
@@ -608,7 +622,7 @@ def report(a, r, ceiling) -> None:
         ("  (c) corpus lines/s / sorted ceiling over the lines",
          r["documents"]["lines_per_sec"] / ceiling, "(lines cut into more segments)"),
     ]
-    passes = [c for k in ("closed_runs", "backlog_runs") for x in r[k] for c in x["ceilings"]]
+    passes = ceiling_passes(r["closed_runs"]) + ceiling_passes(r["backlog_runs"])
     figures.append(("  drift: slowest / fastest ceiling pass around (a) and (b)",
                     min(passes) / max(passes), "(diagnostic)"))
     for w, x in sorted(r["windows"].items(), key=lambda kv: int(kv[0])):
@@ -681,11 +695,10 @@ def report(a, r, ceiling) -> None:
     print(f"CPU: {cpu}; model: {a.model}; sentences: {a.jobs} of {a.sentences}; "
           f"worker batches {r['min_batch']}..{r['batch']} texts, {r['tokens']} tokens")
     scale = [f"ceiling {ceiling:.2f} sent/s (around the runs of (a), (b): "
-             + ", ".join(f"{c:.2f}" for k in ("closed_runs", "backlog_runs")
-                         for c in [r[k][0]["ceilings"][0]] + [x["ceilings"][1] for x in r[k]])
+             + ", ".join(f"{c:.2f}" for c in ceiling_passes(r["closed_runs"])
+                         + ceiling_passes(r["backlog_runs"]))
              + "; of (c): " + ", ".join(
-                 f"{c:.2f}" for c in [r["documents_runs"][0]["ceilings"][0]]
-                 + [x["ceilings"][1] for x in r["documents_runs"]]) + ")",
+                 f"{c:.2f}" for c in ceiling_passes(r["documents_runs"])) + ")",
              f"(a) {closed:.2f}",
              f"(b) {r['backlog']['segments_per_sec']:.2f}",
              f"(c) {r['documents']['segments_per_sec']:.2f} seg/s "

@@ -81,6 +81,7 @@ fn batch_assembly(c: &mut Criterion) {
         // Off: every text here arrived "now", which would make it wait out a burst
         // instead of measuring the cut.
         max_settle: Duration::ZERO,
+        settle_gap: Duration::ZERO,
         interactive_burst: 1,
         interactive_max_batch_tokens: usize::MAX,
     };

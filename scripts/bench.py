@@ -43,6 +43,11 @@ Legs (all against the real RabbitMQ and Redis on this machine):
               throughput against the same backlog with no interactive load; the
               5 slowest interactive jobs with when they were sent.
               `--lanes-only` runs this leg alone.
+
+`--backlog-only` runs leg (b) alone (with `--in-flight 64`, leg (a)), --repeat
+rounds, each run between two ceiling passes; each `--variant KEY=VALUE[,KEY=VALUE]` (worker environment, e.g.
+TW_BATCH__SETTLE_GAP_MS=5) adds a run per round, alternating with the default's, so
+batcher settings are compared within one sitting.
 """
 import argparse
 import json
@@ -281,6 +286,16 @@ def main() -> None:
                    help="interactive jobs per second in the lanes leg")
     p.add_argument("--lanes-only", action="store_true",
                    help="run the lanes leg alone (no ceiling or throughput legs)")
+    p.add_argument("--backlog-only", action="store_true",
+                   help="leg (b) alone, --repeat runs each between passes of its ceiling "
+                        "(for tuning the batcher)")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="with --backlog-only: also run (b) on a worker with these "
+                        "environment settings (e.g. TW_BATCH__SETTLE_GAP_MS=5), its runs "
+                        "alternating with the default's; repeatable")
+    p.add_argument("--in-flight", type=int, default=0,
+                   help="with --backlog-only: jobs in flight instead of all at once "
+                        "(64: leg (a), the closed loop)")
     p.add_argument("--python", default=sys.executable, help="interpreter with ctranslate2")
     p.add_argument("--json-out", help="write every leg's raw result here")
     p.add_argument("--curve", action="store_true",
@@ -333,6 +348,9 @@ def main() -> None:
             with open(a.json_out, "w", encoding="utf-8") as f:
                 json.dump({"lanes": x}, f, indent=1)
         return
+
+    if a.backlog_only:
+        return backlog_only(a, sents, r)
 
     log("ceiling: bench-engine, one sorted call, 2 replicas x 1 thread")
     r["ceiling32"] = engine(a.bin, a.model, sents, a.jobs, 2, 1, a.repeat, batch=32)
@@ -480,6 +498,51 @@ def main() -> None:
         with open(a.json_out, "w", encoding="utf-8") as f:
             json.dump(r, f, indent=2)
     report(a, r, ceiling)
+
+
+def backlog_only(a, sents, r) -> None:
+    """Leg (b) alone, for tuning: --repeat rounds, each a run of the default worker and
+    one per --variant, every run between two passes of the sorted ceiling at the
+    worker's batch size, so variants are compared within one sitting on this noisy
+    machine."""
+    variants = [("default", {})]
+    for v in a.variant:
+        variants.append((v, dict(kv.split("=", 1) for kv in v.split(","))))
+
+    def one_run(env):
+        def run():
+            ex, q = names()
+            w = Worker(a.bin, a.model, ex, q, threads=2, extra=env)
+            try:
+                return loadgen(a.bin, ex, sents, a.jobs, a.in_flight or a.jobs)
+            finally:
+                w.stop()
+        return run
+
+    def ceiling():
+        return engine(a.bin, a.model, sents, a.jobs, 2, 1, 1,
+                      batch=r["batch"])["sentences_per_sec"]
+
+    order = [v for _ in range(max(1, a.repeat)) for v in variants]
+    runs = bracketed(ceiling, [one_run(env) for _, env in order])
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), "?")
+    leg = f"(a)-like, {a.in_flight} in flight" if a.in_flight else "(b)"
+    print(f"CPU: {cpu}; model: {a.model}; leg {leg} only, {a.jobs} jobs, "
+          f"ceiling batch {r['batch']}")
+    for (name, _), x in zip(order, runs):
+        print(f"  {name:<40} (b) {x['segments_per_sec']:7.2f} seg/s  ceilings "
+              f"{x['ceilings'][0]:.2f}/{x['ceilings'][1]:.2f}  ratio "
+              f"{x['segments_per_sec'] / x['ceiling_around']:.3f}")
+    for name, _ in variants:
+        ratios = [x["segments_per_sec"] / x["ceiling_around"]
+                  for (n, _), x in zip(order, runs) if n == name]
+        print(f"{name:<40} (b) / ceiling around the run: mean {statistics.mean(ratios):.3f}, "
+              f"min {min(ratios):.3f}, max {max(ratios):.3f}")
+    if a.json_out:
+        with open(a.json_out, "w", encoding="utf-8") as f:
+            json.dump({"backlog_only": [dict(x, variant=n) for (n, _), x in zip(order, runs)]},
+                      f, indent=1)
 
 
 def worker_metric(worker, name) -> float:

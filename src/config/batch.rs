@@ -29,10 +29,14 @@ pub struct BatchConfig {
     /// from (its window), per lane; jobs wait to enter beyond it.
     pub max_queued: usize,
     /// Longest (ms) a burst of bulk texts is waited out while a replica is busy: no
-    /// bulk batch is cut while texts keep arriving (each within `max_wait_ms` of the
+    /// bulk batch is cut while texts keep arriving (each within `settle_gap_ms` of the
     /// last) and the window has room, so a backlog's first batches are sorted from the
     /// whole burst. Never past `max_delay_ms`; 0: off.
     pub max_settle_ms: u64,
+    /// The pause (ms) in bulk arrivals that ends a burst (`max_settle_ms`); also how
+    /// long a replica that has just freed waits, while another is busy, for the texts
+    /// its answers bring back before cutting a bulk batch that is not full.
+    pub settle_gap_ms: u64,
     /// Most batches in a row led by interactive texts while bulk texts wait: the next
     /// one is then cut from the bulk texts, so bulk work keeps at least one batch in
     /// `interactive_burst + 1` under any interactive load (its starvation bound).
@@ -54,6 +58,9 @@ impl Default for BatchConfig {
             max_delay_ms: 2000,
             max_queued: 1024,
             max_settle_ms: 100,
+            // Several scheduler slices: a backlog's jobs reach the batcher with pauses
+            // of a few milliseconds while a replica computes (docs/benchmarks.md).
+            settle_gap_ms: 25,
             interactive_burst: 4,
             // A quarter of max_batch_tokens: the engine curve's sorted batches of
             // 2,048 padded tokens ran 0.96 of its best (docs/benchmarks.md).

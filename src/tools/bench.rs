@@ -164,6 +164,7 @@ pub fn run(b: &EngineBenchOptions) -> Result<EngineBenchReport, EngineError> {
         max_queued: b.window.max(1),
         // The loop refills its window at once: there is no burst to wait out.
         max_settle: Duration::ZERO,
+        settle_gap: Duration::ZERO,
         interactive_burst: 1,
         interactive_max_batch_tokens: usize::MAX,
     };

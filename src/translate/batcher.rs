@@ -76,10 +76,18 @@ pub struct Policy {
     pub max_queued: usize,
     /// Longest the oldest bulk text waits for a burst to end before a batch is cut
     /// while some replica is busy: as long as bulk texts keep arriving (each within
-    /// `max_wait` of the one before) and the window has room, no bulk batch is cut, so
-    /// a burst of jobs is sorted whole instead of cut as its first texts arrive. Never
-    /// past `max_delay`; zero: off. Interactive texts never wait for it.
+    /// `settle_gap` of the one before) and the window has room, no bulk batch is cut,
+    /// so a burst of jobs is sorted whole instead of cut as its first texts arrive.
+    /// Never past `max_delay`; zero: off. Interactive texts never wait for it.
     pub max_settle: Duration,
+    /// The pause in bulk arrivals that ends a burst ([`Policy::max_settle`]). Longer
+    /// than `max_wait`: with one replica computing on a 2-core machine, the jobs of a
+    /// backlog reach the batcher with pauses of several milliseconds between them
+    /// (the broker, Redis and the job tasks share the other core), and a burst wait
+    /// that ended at the first such pause cut a small unsorted batch
+    /// (docs/benchmarks.md). Also how long a freed replica waits for the texts its
+    /// answers bring back ([`next_lane_batch`]'s `freed_at`).
+    pub settle_gap: Duration,
     /// Most batches in a row led by interactive texts while bulk texts wait (at
     /// least 1): the next batch is then cut from the bulk texts alone. See
     /// [`next_lane_batch`] for the bounds this gives.
@@ -223,7 +231,7 @@ pub fn window(policy: &Policy, replicas: usize) -> usize {
 ///   once when every replica is idle (a lone job on an idle worker never waits).
 ///
 /// Before either, while some replica is busy, the oldest is younger than `max_delay`
-/// and `max_settle`, bulk texts are still arriving (the newest came within `max_wait`)
+/// and `max_settle`, bulk texts are still arriving (the newest came within `settle_gap`)
 /// and the lane's window has room, a burst is under way: no bulk batch is cut until it
 /// ends, so its texts are sorted together. Without this, a busy worker's free replica
 /// took what had arrived first (4–8 texts of any length after `max_wait`, or the
@@ -248,6 +256,7 @@ pub fn next_batch<T: Borrow<Pending>>(
         total_replicas,
         in_batches,
         0,
+        None,
     )
 }
 
@@ -278,6 +287,16 @@ pub fn next_batch<T: Borrow<Pending>>(
 /// `(interactive_burst + 1) × (k + 1)` cuts, `k` being the older bulk texts still queued
 /// then (each bulk-led cut takes the then-oldest); an interactive text within
 /// `k + 1 + ⌊k / interactive_burst⌋ + 1` cuts (`k`: older interactive texts).
+///
+/// `freed_at` is when the most recently freed idle replica became free: while another
+/// replica is busy, a bulk run that is not full (and none is) waits until `settle_gap`
+/// after it, not only `max_wait` after its oldest text (`max_settle` zero: off; never
+/// past the oldest text's `max_delay`), so the freed replica takes the texts its own
+/// answers bring back from clients with jobs in flight rather than the few left over.
+/// The bounds above count cuts and hold unchanged.
+// The policy's inputs are plain values the queue task and the simulations keep
+// separately; bundling them would only rename them at every call.
+#[allow(clippy::too_many_arguments)]
 pub fn next_lane_batch<T: Borrow<Pending>>(
     queue: &VecDeque<T>,
     now: Instant,
@@ -286,6 +305,7 @@ pub fn next_lane_batch<T: Borrow<Pending>>(
     total_replicas: usize,
     in_batches: usize,
     interactive_streak: usize,
+    freed_at: Option<Instant>,
 ) -> Decision {
     if free_replicas == 0 {
         return if queue.is_empty() {
@@ -314,8 +334,8 @@ pub fn next_lane_batch<T: Borrow<Pending>>(
         queue,
         now,
         lead_policy,
-        free_replicas,
-        total_replicas,
+        (free_replicas, total_replicas),
+        freed_at,
         size,
         lead,
     ) else {
@@ -402,8 +422,8 @@ fn lane_choice<T: Borrow<Pending>>(
     queue: &VecDeque<T>,
     now: Instant,
     policy: &Policy,
-    free_replicas: usize,
-    total_replicas: usize,
+    (free_replicas, total_replicas): (usize, usize),
+    freed_at: Option<Instant>,
     size: usize,
     lane: Lane,
 ) -> Option<Choice> {
@@ -456,7 +476,7 @@ fn lane_choice<T: Borrow<Pending>>(
             .map(Borrow::<Pending>::borrow)
             .find(|p| p.lane == lane)
             .map_or(head.enqueued, |p| p.enqueued);
-        let settled = (newest + policy.max_wait).min(head.enqueued + policy.max_settle);
+        let settled = (newest + policy.settle_gap).min(head.enqueued + policy.max_settle);
         if now < settled {
             return Some(Choice::Wait(positions(around), settled));
         }
@@ -473,7 +493,16 @@ fn lane_choice<T: Borrow<Pending>>(
             return Some(Choice::Cut(positions(run)));
         }
     }
-    let deadline = head.enqueued + policy.max_wait;
+    let mut deadline = head.enqueued + policy.max_wait;
+    if let Some(freed) = freed_at.filter(|_| lane == Lane::Bulk && !policy.max_settle.is_zero()) {
+        // A replica that has just freed waits `settle_gap` for the texts its answers
+        // bring (a client with N jobs in flight sends the next ones as replies come
+        // back): cut at once, it took the one or few texts left over and the
+        // replacements waited for the next free replica, so a 64-in-flight loop ran
+        // batches of 1–5 texts between its full ones (docs/benchmarks.md). Never past
+        // the oldest text's `max_delay`.
+        deadline = deadline.max((freed + policy.settle_gap).min(head.enqueued + policy.max_delay));
+    }
     Some(
         if around.full || now >= deadline || free_replicas >= total_replicas {
             Choice::Cut(positions(around))
@@ -915,9 +944,13 @@ async fn run(
     // Texts in the batch each replica is running (the policy sizes batches by all
     // texts in flight, queued or running).
     let mut running = vec![0usize; total];
+    // When each idle replica last finished a batch (`None`: not yet).
+    let mut freed: Vec<Option<Instant>> = vec![None; total];
     loop {
         let wake_at = loop {
             let in_batches = running.iter().sum();
+            // When the most recently freed idle replica became free.
+            let freed_at = idle.iter().filter_map(|&r| freed[r]).max();
             match next_lane_batch(
                 &held.queue,
                 Instant::now(),
@@ -926,6 +959,7 @@ async fn run(
                 total,
                 in_batches,
                 streak,
+                freed_at,
             ) {
                 Decision::Cut(positions) => {
                     let Some(replica) = idle.pop() else {
@@ -972,6 +1006,7 @@ async fn run(
             biased;
             Some(replica) = done_rx.recv() => {
                 running[replica] = 0;
+                freed[replica] = Some(Instant::now());
                 idle.push(replica);
             }
             msg = interactive_rx.recv(), if open(Lane::Interactive, &held, &closed) => {
@@ -1013,9 +1048,13 @@ fn receive(
         return;
     };
     enqueue(held, s, metrics);
+    let mut received = 1;
     while held.per_lane[lane_index(lane)] < max_queue {
         match rx.try_recv() {
-            Ok(s) => enqueue(held, s, metrics),
+            Ok(s) => {
+                enqueue(held, s, metrics);
+                received += 1;
+            }
             Err(mpsc::error::TryRecvError::Empty) => break,
             Err(mpsc::error::TryRecvError::Disconnected) => {
                 closed[lane_index(lane)] = true;
@@ -1023,6 +1062,13 @@ fn receive(
             }
         }
     }
+    // Trace level: the arrival timeline the burst wait (`max_settle`) reads.
+    tracing::trace!(
+        lane = lane.as_str(),
+        received,
+        queued = held.per_lane[lane_index(lane)],
+        "texts received"
+    );
 }
 
 fn enqueue(held: &mut Held, s: Submission, metrics: &Metrics) {
@@ -1248,6 +1294,7 @@ mod tests {
             max_delay: Duration::from_secs(3600),
             max_queued: 1024,
             max_settle: Duration::ZERO,
+            settle_gap: Duration::ZERO,
             interactive_burst: 2,
             interactive_max_batch_tokens: usize::MAX,
         }
@@ -1331,18 +1378,45 @@ mod tests {
         // Topped up to full, it is cut at once, although a replica is busy and the
         // interactive text alone would wait up to max_wait for company.
         assert_eq!(
-            next_lane_batch(&queue, t0 + Duration::from_millis(4), &roomy, 1, 2, 0, 0),
+            next_lane_batch(
+                &queue,
+                t0 + Duration::from_millis(4),
+                &roomy,
+                1,
+                2,
+                0,
+                0,
+                None
+            ),
             Decision::Cut(vec![3, 5, 6])
         );
         // Not full and nothing to top up with: it waits (max_wait), as a lone text does.
         let lone = ql(&[(40, B, 0), (12, I, 3)], t0);
         assert_eq!(
-            next_lane_batch(&lone, t0 + Duration::from_millis(4), &roomy, 1, 2, 0, 0),
+            next_lane_batch(
+                &lone,
+                t0 + Duration::from_millis(4),
+                &roomy,
+                1,
+                2,
+                0,
+                0,
+                None
+            ),
             Decision::WaitUntil(t0 + Duration::from_millis(13))
         );
         // ... and goes at once on an idle engine.
         assert_eq!(
-            next_lane_batch(&lone, t0 + Duration::from_millis(4), &roomy, 2, 2, 0, 0),
+            next_lane_batch(
+                &lone,
+                t0 + Duration::from_millis(4),
+                &roomy,
+                2,
+                2,
+                0,
+                0,
+                None
+            ),
             Decision::Cut(vec![1])
         );
     }
@@ -1361,12 +1435,12 @@ mod tests {
         let now = t0 + Duration::from_millis(4);
         // Streak below the burst (2): interactive leads.
         assert_eq!(
-            next_lane_batch(&queue, now, &roomy, 2, 2, 0, 1),
+            next_lane_batch(&queue, now, &roomy, 2, 2, 0, 1, None),
             Decision::Cut(vec![3, 4])
         );
         // Spent: the bulk run goes, with no interactive text in it.
         assert_eq!(
-            next_lane_batch(&queue, now, &roomy, 2, 2, 0, 2),
+            next_lane_batch(&queue, now, &roomy, 2, 2, 0, 2, None),
             Decision::Cut(vec![0, 1, 2])
         );
         // Bulk's turn with room to spare: the interactive texts (no wider) ride along
@@ -1377,7 +1451,7 @@ mod tests {
             ..roomy
         };
         assert_eq!(
-            next_lane_batch(&queue, now, &wide, 2, 2, 0, 2),
+            next_lane_batch(&queue, now, &wide, 2, 2, 0, 2, None),
             Decision::Cut(vec![0, 1, 2, 3, 4])
         );
         let tight = Policy {
@@ -1385,7 +1459,7 @@ mod tests {
             ..wide
         };
         assert_eq!(
-            next_lane_batch(&queue, now, &tight, 2, 2, 0, 2),
+            next_lane_batch(&queue, now, &tight, 2, 2, 0, 2, None),
             Decision::Cut(vec![0, 1, 2, 3])
         );
         // A full bulk batch: riders take the places of its shortest bulk texts (the
@@ -1408,7 +1482,7 @@ mod tests {
             t0,
         );
         assert_eq!(
-            next_lane_batch(&full, now, &wide, 2, 2, 0, 2),
+            next_lane_batch(&full, now, &wide, 2, 2, 0, 2, None),
             Decision::Cut(vec![0, 1, 2, 3, 4, 5, 8, 9])
         );
         // A bulk batch larger than the interactive budget takes no riders: they lead
@@ -1418,18 +1492,18 @@ mod tests {
             ..wide
         };
         assert_eq!(
-            next_lane_batch(&full, now, &budget, 2, 2, 0, 2),
+            next_lane_batch(&full, now, &budget, 2, 2, 0, 2, None),
             Decision::Cut(vec![0, 1, 2, 3, 4, 5, 6, 7])
         );
         // Within it (3 × 40 + riders ≤ 200), they ride.
         assert_eq!(
-            next_lane_batch(&queue, now, &budget, 2, 2, 0, 2),
+            next_lane_batch(&queue, now, &budget, 2, 2, 0, 2, None),
             Decision::Cut(vec![0, 1, 2, 3, 4])
         );
         // No bulk text waiting: the streak does not matter.
         let only = ql(&[(12, I, 0), (12, I, 0), (12, I, 0)], t0);
         assert_eq!(
-            next_lane_batch(&only, now, &roomy, 1, 2, 0, 9),
+            next_lane_batch(&only, now, &roomy, 1, 2, 0, 9, None),
             Decision::Cut(vec![0, 1, 2])
         );
         // The streak counts batches led by interactive texts that left bulk waiting.
@@ -1451,19 +1525,19 @@ mod tests {
         // takes two, and tops them up with nothing (a third 10 would make 36).
         let queue = ql(&[(10, B, 0), (12, I, 1), (12, I, 1), (12, I, 1)], t0);
         assert_eq!(
-            next_lane_batch(&queue, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0),
+            next_lane_batch(&queue, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0, None),
             Decision::Cut(vec![1, 2])
         );
         // A single longer text still goes alone.
         let long = ql(&[(10, B, 0), (40, I, 1)], t0);
         assert_eq!(
-            next_lane_batch(&long, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0),
+            next_lane_batch(&long, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0, None),
             Decision::Cut(vec![1])
         );
         // Bulk-led batches keep the bulk budget.
         let bulk = ql(&[(12, B, 0), (12, B, 0), (12, B, 0)], t0);
         assert_eq!(
-            next_lane_batch(&bulk, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0),
+            next_lane_batch(&bulk, t0 + Duration::from_millis(2), &p, 2, 2, 0, 0, None),
             Decision::Cut(vec![0, 1, 2])
         );
     }
@@ -1482,7 +1556,16 @@ mod tests {
             t0,
         );
         assert_eq!(
-            next_lane_batch(&queue, t0 + Duration::from_millis(5), &roomy, 1, 2, 0, 0),
+            next_lane_batch(
+                &queue,
+                t0 + Duration::from_millis(5),
+                &roomy,
+                1,
+                2,
+                0,
+                0,
+                None
+            ),
             Decision::Cut(vec![2, 3, 4])
         );
     }
@@ -1545,6 +1628,7 @@ mod tests {
         let t0 = Instant::now();
         let p = Policy {
             max_settle: Duration::from_millis(50),
+            settle_gap: Duration::from_millis(20),
             ..policy()
         };
         let ms = Duration::from_millis;
@@ -1552,12 +1636,17 @@ mod tests {
         let queue = q(&[(9, 1, 0), (5, 1, 1), (6, 1, 1), (7, 1, 2)], t0);
         assert_eq!(
             next_batch(&queue, t0 + ms(3), &p, 1, 2, 1),
-            Decision::WaitUntil(t0 + ms(12)),
-            "texts still arriving: wait for max_wait after the newest"
+            Decision::WaitUntil(t0 + ms(22)),
+            "texts still arriving: wait for settle_gap after the newest"
         );
-        // Arrivals paused for max_wait: the best full run is cut.
         assert_eq!(
-            next_batch(&queue, t0 + ms(12), &p, 1, 2, 1),
+            next_batch(&queue, t0 + ms(15), &p, 1, 2, 1),
+            Decision::WaitUntil(t0 + ms(22)),
+            "a pause longer than max_wait (10 ms) but shorter than settle_gap: still a burst"
+        );
+        // Arrivals paused for settle_gap: the best full run is cut.
+        assert_eq!(
+            next_batch(&queue, t0 + ms(22), &p, 1, 2, 1),
             Decision::Cut(vec![0, 2, 3])
         );
         assert_eq!(
@@ -1599,7 +1688,7 @@ mod tests {
         // Interactive texts never wait for a burst.
         let mixed = ql(&[(9, I, 0), (5, I, 1), (6, I, 1), (7, B, 2)], t0);
         assert_eq!(
-            next_lane_batch(&mixed, t0 + ms(3), &p, 1, 2, 1, 0),
+            next_lane_batch(&mixed, t0 + ms(3), &p, 1, 2, 1, 0, None),
             Decision::Cut(vec![0, 1, 2])
         );
         // Overdue (max_delay passed): no waiting either.
@@ -1611,6 +1700,77 @@ mod tests {
             next_batch(&queue, t0 + ms(3), &overdue, 1, 2, 1),
             Decision::Cut(_)
         ));
+    }
+
+    #[test]
+    fn a_freed_replica_waits_for_the_texts_its_answers_bring() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let p = Policy {
+            max_settle: ms(100),
+            settle_gap: ms(20),
+            ..policy()
+        };
+        // One text left over from long ago, one replica busy, the other freed at
+        // 1,000 ms: it waits settle_gap for the replacements of the jobs it answered
+        // instead of running the one text alone.
+        let queue = q(&[(9, 1, 0)], t0);
+        assert_eq!(
+            next_lane_batch(&queue, t0 + ms(1000), &p, 1, 2, 32, 0, Some(t0 + ms(1000))),
+            Decision::WaitUntil(t0 + ms(1020))
+        );
+        assert_eq!(
+            next_lane_batch(&queue, t0 + ms(1020), &p, 1, 2, 32, 0, Some(t0 + ms(1000))),
+            Decision::Cut(vec![0])
+        );
+        // Never past the oldest text's max_delay (here 3,600 s: the wait stands; with
+        // 1,010 ms it ends there).
+        let short = Policy {
+            max_delay: ms(1010),
+            ..p
+        };
+        assert_eq!(
+            next_lane_batch(
+                &queue,
+                t0 + ms(1000),
+                &short,
+                1,
+                2,
+                32,
+                0,
+                Some(t0 + ms(1000))
+            ),
+            Decision::WaitUntil(t0 + ms(1010))
+        );
+        // The burst wait off (max_settle 0), every replica idle, or an interactive
+        // text: cut at once, as before.
+        let off = Policy {
+            max_settle: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(
+            next_lane_batch(
+                &queue,
+                t0 + ms(1000),
+                &off,
+                1,
+                2,
+                32,
+                0,
+                Some(t0 + ms(1000))
+            ),
+            Decision::Cut(vec![0])
+        );
+        assert_eq!(
+            next_lane_batch(&queue, t0 + ms(1000), &p, 2, 2, 0, 0, Some(t0 + ms(1000))),
+            Decision::Cut(vec![0])
+        );
+        let mut person = q(&[(9, 1, 0)], t0);
+        person[0].lane = Lane::Interactive;
+        assert_eq!(
+            next_lane_batch(&person, t0 + ms(1000), &p, 1, 2, 32, 0, Some(t0 + ms(1000))),
+            Decision::Cut(vec![0])
+        );
     }
 
     #[test]
@@ -1870,6 +2030,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
                 max_settle: Duration::ZERO,
+                settle_gap: Duration::ZERO,
                 interactive_burst: 2,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -1957,6 +2118,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 1024,
                 max_settle: Duration::ZERO,
+                settle_gap: Duration::ZERO,
                 interactive_burst: 2,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -2029,6 +2191,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 4,
                 max_settle: Duration::ZERO,
+                settle_gap: Duration::ZERO,
                 interactive_burst: 2,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -2084,6 +2247,7 @@ mod tests {
                 max_delay: Duration::from_secs(3600),
                 max_queued: 64,
                 max_settle: Duration::ZERO,
+                settle_gap: Duration::ZERO,
                 interactive_burst: 4,
                 interactive_max_batch_tokens: usize::MAX,
             },
@@ -2177,8 +2341,18 @@ mod tests {
                     .filter(|&r| busy_until[r] > now)
                     .map(|r| running[r])
                     .sum();
-                let decision =
-                    next_lane_batch(&queue, at(now), p, free.len(), replicas, in_batches, streak);
+                // Replicas that never ran a batch count as freed at the start.
+                let freed_at = free.iter().map(|&r| busy_until[r]).max().map(at);
+                let decision = next_lane_batch(
+                    &queue,
+                    at(now),
+                    p,
+                    free.len(),
+                    replicas,
+                    in_batches,
+                    streak,
+                    freed_at,
+                );
                 let mut wake = arrivals.get(next).map(|a| a.2);
                 let soonest_free = busy_until.iter().copied().filter(|&b| b > now).min();
                 match decision {
@@ -2325,18 +2499,22 @@ mod tests {
                 1usize..6,
                 prop_oneof![Just(usize::MAX), 1usize..4096],
                 prop_oneof![Just(0u64), 1u64..300],
+                0u64..60,
             )
                 .prop_map(
-                    |(size, min, tokens, wait, delay, burst, interactive_tokens, settle)| Policy {
-                        max_batch_size: size,
-                        min_batch_size: min,
-                        max_batch_tokens: tokens,
-                        max_wait: Duration::from_millis(wait),
-                        max_delay: Duration::from_millis(delay),
-                        max_queued: 1024,
-                        max_settle: Duration::from_millis(settle),
-                        interactive_burst: burst,
-                        interactive_max_batch_tokens: interactive_tokens,
+                    |(size, min, tokens, wait, delay, burst, interactive_tokens, settle, gap)| {
+                        Policy {
+                            max_batch_size: size,
+                            min_batch_size: min,
+                            max_batch_tokens: tokens,
+                            max_wait: Duration::from_millis(wait),
+                            max_delay: Duration::from_millis(delay),
+                            max_queued: 1024,
+                            max_settle: Duration::from_millis(settle),
+                            settle_gap: Duration::from_millis(gap),
+                            interactive_burst: burst,
+                            interactive_max_batch_tokens: interactive_tokens,
+                        }
                     },
                 )
         }

@@ -68,6 +68,7 @@ impl Worker {
             max_delay: Duration::from_millis(config.batch.max_delay_ms),
             max_queued: config.batch.max_queued,
             max_settle: Duration::from_millis(config.batch.max_settle_ms),
+            settle_gap: Duration::from_millis(config.batch.settle_gap_ms),
             interactive_burst: config.batch.interactive_burst,
             interactive_max_batch_tokens: config.batch.interactive_max_batch_tokens,
         };

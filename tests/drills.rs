@@ -611,12 +611,26 @@ async fn redis_drill(name: &str, fault: RedisFault) {
     let elapsed = start.elapsed();
     let after = CacheSnap::of(&m);
     let failed_jobs: u64 = m.jobs_error.iter().map(|c| c.get()).sum();
-    // Repeats of jobs answered after the return come back from the cache.
-    let repeat_corrs: Vec<String> = (JOBS - 50..JOBS)
-        .map(|i| format!("{name}-again-{i}"))
+    // Repeats of jobs answered after caching resumed come back from the cache: the 50
+    // answered last (by when their reply arrived, not by index: the batcher answers
+    // out of publishing order, and jobs answered while the breaker still skipped Redis
+    // were rightly not stored).
+    let mut by_answer: Vec<(Instant, usize)> = (0..JOBS)
+        .filter_map(|i| log.first_arrival(&load.corrs[i]).map(|t| (t, i)))
+        .collect();
+    by_answer.sort_unstable();
+    let last: Vec<(Instant, usize)> = by_answer.iter().rev().take(50).copied().collect();
+    let resumed_at = resumed.expect("caching resumed (checked below)");
+    assert!(
+        last.len() == 50 && last.iter().all(|&(t, _)| t > resumed_at),
+        "fewer than 50 jobs answered after caching resumed"
+    );
+    let repeat_corrs: Vec<String> = last
+        .iter()
+        .map(|&(_, i)| format!("{name}-again-{i}"))
         .collect();
     let mut repeats = Load::new();
-    for (i, corr) in (JOBS - 50..JOBS).zip(&repeat_corrs) {
+    for (&(_, i), corr) in last.iter().zip(&repeat_corrs) {
         let texts = texts_of(name, i);
         repeats.push(
             corr.clone(),

@@ -45,9 +45,9 @@ Legs (all against the real RabbitMQ and Redis on this machine):
               `--lanes-only` runs this leg alone.
 
 `--backlog-only` runs leg (b) alone (with `--in-flight 64`, leg (a)), --repeat
-rounds, each run between two ceiling passes; each `--variant KEY=VALUE[,KEY=VALUE]` (worker environment, e.g.
-TW_BATCH__SETTLE_GAP_MS=5) adds a run per round, alternating with the default's, so
-batcher settings are compared within one sitting.
+rounds, each run between two ceiling passes; each `--variant KEY=VALUE[,KEY=VALUE]`
+(worker environment, e.g. TW_BATCH__SETTLE_GAP_MS=5) adds a run per round,
+alternating with the default's, so batcher settings are compared within one sitting.
 """
 import argparse
 import json
@@ -501,10 +501,10 @@ def main() -> None:
 
 
 def backlog_only(a, sents, r) -> None:
-    """Leg (b) alone, for tuning: --repeat rounds, each a run of the default worker and
-    one per --variant, every run between two passes of the sorted ceiling at the
-    worker's batch size, so variants are compared within one sitting on this noisy
-    machine."""
+    """Leg (b) alone (with --in-flight N, a closed loop of N jobs), for tuning:
+    --repeat rounds, each a run of the default worker and one per --variant, every run
+    between two passes of the sorted ceiling at the worker's batch size, so variants
+    are compared within one sitting on this noisy machine."""
     variants = [("default", {})]
     for v in a.variant:
         variants.append((v, dict(kv.split("=", 1) for kv in v.split(","))))
@@ -527,17 +527,18 @@ def backlog_only(a, sents, r) -> None:
     runs = bracketed(ceiling, [one_run(env) for _, env in order])
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
-    leg = f"(a)-like, {a.in_flight} in flight" if a.in_flight else "(b)"
+    label = f"{a.in_flight} in flight" if a.in_flight else "(b)"
+    leg = f"(a)-like, {label}" if a.in_flight else label
     print(f"CPU: {cpu}; model: {a.model}; leg {leg} only, {a.jobs} jobs, "
           f"ceiling batch {r['batch']}")
     for (name, _), x in zip(order, runs):
-        print(f"  {name:<40} (b) {x['segments_per_sec']:7.2f} seg/s  ceilings "
+        print(f"  {name:<40} {label} {x['segments_per_sec']:7.2f} seg/s  ceilings "
               f"{x['ceilings'][0]:.2f}/{x['ceilings'][1]:.2f}  ratio "
               f"{x['segments_per_sec'] / x['ceiling_around']:.3f}")
     for name, _ in variants:
         ratios = [x["segments_per_sec"] / x["ceiling_around"]
                   for (n, _), x in zip(order, runs) if n == name]
-        print(f"{name:<40} (b) / ceiling around the run: mean {statistics.mean(ratios):.3f}, "
+        print(f"{name:<40} {label} / ceiling around the run: mean {statistics.mean(ratios):.3f}, "
               f"min {min(ratios):.3f}, max {max(ratios):.3f}")
     if a.json_out:
         with open(a.json_out, "w", encoding="utf-8") as f:

@@ -46,8 +46,13 @@ Legs (all against the real RabbitMQ and Redis on this machine):
 
 `--backlog-only` runs leg (b) alone (with `--in-flight 64`, leg (a)), --repeat
 rounds, each run between two ceiling passes; each `--variant KEY=VALUE[,KEY=VALUE]`
-(worker environment, e.g. TW_BATCH__SETTLE_GAP_MS=5) adds a run per round,
-alternating with the default's, so batcher settings are compared within one sitting.
+(worker environment, e.g. TW_BATCH__SETTLE_GAP_MS=5) and each `--variant-bin PATH`
+(another build of the binary, e.g. the commit before a batcher change) adds a run per
+round, alternating with the default's, so batcher settings and builds are compared
+within one sitting. With `--engine-window W` the runs are `bench-engine --window W`
+(leg (d): the policy over the engine alone, no broker) instead of the worker, which
+isolates the batching policy from the broker's noise (binary variants only: the
+engine bench does not read the worker's environment).
 """
 import argparse
 import json
@@ -293,6 +298,13 @@ def main() -> None:
                    help="with --backlog-only: also run (b) on a worker with these "
                         "environment settings (e.g. TW_BATCH__SETTLE_GAP_MS=5), its runs "
                         "alternating with the default's; repeatable")
+    p.add_argument("--variant-bin", action="append", default=[], metavar="PATH",
+                   help="with --backlog-only: also run another build of the binary (the "
+                        "worker, or bench-engine with --engine-window), its runs "
+                        "alternating with the default's; repeatable")
+    p.add_argument("--engine-window", type=int, default=0, metavar="W",
+                   help="with --backlog-only: run leg (d), bench-engine --window W (the "
+                        "policy over the engine alone), instead of the worker")
     p.add_argument("--in-flight", type=int, default=0,
                    help="with --backlog-only: jobs in flight instead of all at once "
                         "(64: leg (a), the closed loop)")
@@ -505,14 +517,26 @@ def backlog_only(a, sents, r) -> None:
     --repeat rounds, each a run of the default worker and one per --variant, every run
     between two passes of the sorted ceiling at the worker's batch size, so variants
     are compared within one sitting on this noisy machine."""
-    variants = [("default", {})]
+    # (name, worker environment, binary)
+    variants = [("default", {}, a.bin)]
     for v in a.variant:
-        variants.append((v, dict(kv.split("=", 1) for kv in v.split(","))))
+        variants.append((v, dict(kv.split("=", 1) for kv in v.split(",")), a.bin))
+    for b in a.variant_bin:
+        variants.append((f"bin {b}", {}, b))
+    if a.engine_window and a.variant:
+        sys.exit("--engine-window runs bench-engine, which does not read --variant's "
+                 "environment: compare builds with --variant-bin")
 
-    def one_run(env):
+    def one_run(env, binary):
         def run():
+            if a.engine_window:
+                x = engine(binary, a.model, sents, a.jobs, 2, 1, 1, batch=r["batch"],
+                           window=a.engine_window, tokens=r["tokens"],
+                           min_batch=r["min_batch"])
+                x["segments_per_sec"] = x["sentences_per_sec"]
+                return x
             ex, q = names()
-            w = Worker(a.bin, a.model, ex, q, threads=2, extra=env)
+            w = Worker(binary, a.model, ex, q, threads=2, extra=env)
             try:
                 return loadgen(a.bin, ex, sents, a.jobs, a.in_flight or a.jobs)
             finally:
@@ -524,25 +548,29 @@ def backlog_only(a, sents, r) -> None:
                       batch=r["batch"])["sentences_per_sec"]
 
     order = [v for _ in range(max(1, a.repeat)) for v in variants]
-    runs = bracketed(ceiling, [one_run(env) for _, env in order])
+    runs = bracketed(ceiling, [one_run(env, binary) for _, env, binary in order])
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
-    label = f"{a.in_flight} in flight" if a.in_flight else "(b)"
-    leg = f"(a)-like, {label}" if a.in_flight else label
+    if a.engine_window:
+        label = f"(d) W={a.engine_window}"
+        leg = f"{label}, engine only"
+    else:
+        label = f"{a.in_flight} in flight" if a.in_flight else "(b)"
+        leg = f"(a)-like, {label}" if a.in_flight else label
     print(f"CPU: {cpu}; model: {a.model}; leg {leg} only, {a.jobs} jobs, "
           f"ceiling batch {r['batch']}")
-    for (name, _), x in zip(order, runs):
+    for (name, _, _), x in zip(order, runs):
         print(f"  {name:<40} {label} {x['segments_per_sec']:7.2f} seg/s  ceilings "
               f"{x['ceilings'][0]:.2f}/{x['ceilings'][1]:.2f}  ratio "
               f"{x['segments_per_sec'] / x['ceiling_around']:.3f}")
-    for name, _ in variants:
+    for name, _, _ in variants:
         ratios = [x["segments_per_sec"] / x["ceiling_around"]
-                  for (n, _), x in zip(order, runs) if n == name]
+                  for (n, _, _), x in zip(order, runs) if n == name]
         print(f"{name:<40} {label} / ceiling around the run: mean {statistics.mean(ratios):.3f}, "
               f"min {min(ratios):.3f}, max {max(ratios):.3f}")
     if a.json_out:
         with open(a.json_out, "w", encoding="utf-8") as f:
-            json.dump({"backlog_only": [dict(x, variant=n) for (n, _), x in zip(order, runs)]},
+            json.dump({"backlog_only": [dict(x, variant=n) for (n, _, _), x in zip(order, runs)]},
                       f, indent=1)
 
 

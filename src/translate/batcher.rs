@@ -2313,6 +2313,18 @@ mod tests {
         /// it, and that the streak never passes the burst. Also returns,
         /// per cut, whether it was led by interactive texts.
         fn run_lanes(arrivals: &[LanedArrival], p: &Policy, replicas: usize) -> (Trace, Vec<bool>) {
+            run_lanes_costed(arrivals, p, replicas, 20)
+        }
+
+        /// [`run_lanes`] with batches of 1 ms plus 1 ms per `tokens_per_ms` padded
+        /// tokens (1: an engine far slower than the arrivals, so texts queue long past
+        /// their due time).
+        fn run_lanes_costed(
+            arrivals: &[LanedArrival],
+            p: &Policy,
+            replicas: usize,
+            tokens_per_ms: usize,
+        ) -> (Trace, Vec<bool>) {
             let t0 = Instant::now();
             let at = |ms: u64| t0 + Duration::from_millis(ms);
             let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -2420,7 +2432,8 @@ mod tests {
                             taken.push(ids.remove(i).expect("position in range"));
                         }
                         let r = free[0];
-                        busy_until[r] = now + 1 + (longest * positions.len()) as u64 / 20;
+                        busy_until[r] =
+                            now + 1 + (longest * positions.len() / tokens_per_ms.max(1)) as u64;
                         running[r] = positions.len();
                         cuts.push((now, taken));
                         led.push(interactive);
@@ -2630,6 +2643,42 @@ mod tests {
                         "{:?} text {} batched {} cuts after its due time (bound {}), {} older left",
                         a.3, i, mine - first_after, bound, k
                     );
+                }
+            }
+
+            /// Under overload (an engine far slower than the arrivals, so texts wait long
+            /// past their due time), the mechanism behind the bounds above: once a text
+            /// has waited max(`max_delay`, `max_wait`), every cut its lane leads while it
+            /// waits holds a text of its lane at least as old as it (the then-oldest). The
+            /// bound tests alone, whose cuts take many texts each, let a policy that cut
+            /// the widest run of everything queued when overdue pass (docs/benchmarks.md).
+            #[test]
+            fn no_younger_text_overtakes_a_due_text_under_overload(
+                mut arrivals in proptest::collection::vec(laned_arrival(3000), 1..200),
+                p in policy_strategy(),
+                replicas in 1usize..3,
+            ) {
+                arrivals.sort_by_key(|a| a.2);
+                let (trace, led) = run_lanes_costed(&arrivals, &p, replicas, 1);
+                let delay = p.max_delay.max(p.max_wait).as_millis() as u64;
+                let batched_at: HashMap<usize, usize> = trace
+                    .cuts
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
+                    .collect();
+                for (i, a) in arrivals.iter().enumerate() {
+                    let due = a.2 + delay;
+                    let Some(first_after) = trace.cuts.iter().position(|(t, _)| *t >= due) else { continue };
+                    for c in first_after..batched_at[&i] {
+                        let (t, ids) = &trace.cuts[c];
+                        prop_assert!(
+                            led[c] != (a.3 == Lane::Interactive)
+                                || ids.iter().any(|&j| arrivals[j].3 == a.3 && arrivals[j].2 <= a.2),
+                            "cut {} at {} ms overtook {:?} text {} (arrived {} ms, due {} ms) with younger texts only",
+                            c, t, a.3, i, a.2, due
+                        );
+                    }
                 }
             }
 

@@ -2670,10 +2670,10 @@ mod tests {
                 for (i, a) in arrivals.iter().enumerate() {
                     let due = a.2 + delay;
                     let Some(first_after) = trace.cuts.iter().position(|(t, _)| *t >= due) else { continue };
-                    for c in first_after..batched_at[&i] {
-                        let (t, ids) = &trace.cuts[c];
+                    let waiting = trace.cuts.iter().zip(&led).enumerate();
+                    for (c, ((t, ids), &interactive_led)) in waiting.take(batched_at[&i]).skip(first_after) {
                         prop_assert!(
-                            led[c] != (a.3 == Lane::Interactive)
+                            interactive_led != (a.3 == Lane::Interactive)
                                 || ids.iter().any(|&j| arrivals[j].3 == a.3 && arrivals[j].2 <= a.2),
                             "cut {} at {} ms overtook {:?} text {} (arrived {} ms, due {} ms) with younger texts only",
                             c, t, a.3, i, a.2, due

@@ -2302,6 +2302,16 @@ mod tests {
             run_lanes(&laned, p, replicas).0
         }
 
+        /// The cut (index into `trace.cuts`) each text was batched in.
+        fn cut_of(trace: &Trace) -> HashMap<usize, usize> {
+            trace
+                .cuts
+                .iter()
+                .enumerate()
+                .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
+                .collect()
+        }
+
         /// One text of a run with its lane.
         type LanedArrival = (usize, u32, u64, Lane);
 
@@ -2561,12 +2571,7 @@ mod tests {
                 arrivals.sort_by_key(|a| a.2);
                 let trace = run(&arrivals, &p, replicas);
                 let delay = p.max_delay.max(p.max_wait).as_millis() as u64;
-                let batched_at: HashMap<usize, usize> = trace
-                    .cuts
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
-                    .collect();
+                let batched_at = cut_of(&trace);
                 for (i, a) in arrivals.iter().enumerate() {
                     let due = a.2 + delay;
                     // Cuts made at or after `due`, up to and including this text's.
@@ -2618,12 +2623,7 @@ mod tests {
                 let (trace, _) = run_lanes(&arrivals, &p, replicas);
                 let delay = p.max_delay.max(p.max_wait).as_millis() as u64;
                 let burst = p.interactive_burst;
-                let batched_at: HashMap<usize, usize> = trace
-                    .cuts
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
-                    .collect();
+                let batched_at = cut_of(&trace);
                 for (i, a) in arrivals.iter().enumerate() {
                     let due = a.2 + delay;
                     let Some(first_after) = trace.cuts.iter().position(|(t, _)| *t >= due) else { continue };
@@ -2661,12 +2661,7 @@ mod tests {
                 arrivals.sort_by_key(|a| a.2);
                 let (trace, led) = run_lanes_costed(&arrivals, &p, replicas, 1);
                 let delay = p.max_delay.max(p.max_wait).as_millis() as u64;
-                let batched_at: HashMap<usize, usize> = trace
-                    .cuts
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
-                    .collect();
+                let batched_at = cut_of(&trace);
                 for (i, a) in arrivals.iter().enumerate() {
                     let due = a.2 + delay;
                     let Some(first_after) = trace.cuts.iter().position(|(t, _)| *t >= due) else { continue };
@@ -2700,12 +2695,7 @@ mod tests {
                 }
                 arrivals.sort_by_key(|a| a.2);
                 let (trace, _) = run_lanes(&arrivals, &p, replicas);
-                let batched_at: HashMap<usize, usize> = trace
-                    .cuts
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(c, (_, ids))| ids.iter().map(move |&i| (i, c)))
-                    .collect();
+                let batched_at = cut_of(&trace);
                 // Each cut before this text's either holds another interactive text
                 // (m - 1 at most) or is bulk's turn (one per `burst` interactive-led
                 // cuts, and one at the start): a constant, whatever the backlog.

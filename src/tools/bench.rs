@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{BatchConfig, ModelConfig};
-use crate::translate::{next_batch, Decision, Pending, Policy};
+use crate::translate::{batch_cost, next_lane_batch, BusyEstimate, Decision, Pending, Policy};
 use crate::translate::{Engine, EngineError};
 use translation_client::wire::DecodeOptions;
 
@@ -41,7 +41,7 @@ pub struct EngineBenchOptions {
     /// (the command line refuses both).
     pub in_order: bool,
     /// A closed loop of W sentences in flight: batches chosen by the worker's own
-    /// batching policy ([`crate::translate::next_batch`]), each run as one engine call
+    /// batching policy ([`crate::translate::next_lane_batch`]), each run as one engine call
     /// by one thread per replica, a new sentence let in (in file order) for each one
     /// translated: the most a batcher that sees only W texts can do, without broker
     /// or cache. 0: off.
@@ -298,6 +298,10 @@ struct LoopState {
     left: Vec<usize>,
     /// Replicas not running a batch.
     free: usize,
+    /// Which replica slots are free (their threads take one when cutting).
+    free_slots: Vec<usize>,
+    /// What the busy replicas have left, as the worker's queue task tracks it.
+    busy: BusyEstimate,
     /// Texts in running batches.
     in_batches: usize,
     batches: Vec<Vec<usize>>,
@@ -306,7 +310,7 @@ struct LoopState {
 /// A closed loop over the engine alone: `shape.window` sentences in flight (queued or
 /// in a running batch), a new document let in for each one fully translated (a
 /// sentence for each sentence, with documents of one), batches chosen by the worker's
-/// own policy ([`next_batch`]) and run by one thread per replica, as the worker's
+/// own policy ([`next_lane_batch`], with the drain's estimate of busy work) and run by one thread per replica, as the worker's
 /// engine threads do. What a batcher that sees only `window` texts can reach without
 /// broker, cache or JSON.
 fn closed_loop(
@@ -349,6 +353,8 @@ fn closed_loop(
         next: first_docs,
         left,
         free: replicas,
+        free_slots: (0..replicas).collect(),
+        busy: BusyEstimate::new(replicas),
         in_batches: 0,
         batches: Vec::new(),
     });
@@ -368,16 +374,31 @@ fn closed_loop(
                     };
                     let mut st = lock()?;
                     loop {
-                        let decision = next_batch(
+                        let now = Instant::now();
+                        // The worker's policy as its queue task calls it, but for the
+                        // freed replica's wait (nothing answers back in this loop).
+                        let decision = next_lane_batch(
                             &st.queue,
-                            Instant::now(),
+                            now,
                             policy,
                             st.free,
                             replicas,
                             st.in_batches,
+                            0,
+                            None,
+                            st.busy.left(now),
                         );
                         match decision {
                             Decision::Cut(positions) => {
+                                let width = positions
+                                    .iter()
+                                    .filter_map(|&p| st.queue.get(p))
+                                    .map(|q| q.tokens)
+                                    .max()
+                                    .unwrap_or(0);
+                                let slot = st.free_slots.pop().unwrap_or(0);
+                                st.busy
+                                    .started(slot, now, batch_cost(positions.len(), width));
                                 let mut batch = Vec::with_capacity(positions.len());
                                 for &p in positions.iter().rev() {
                                     st.queue.remove(p);
@@ -394,6 +415,8 @@ fn closed_loop(
                                 let lens = engine.translate_raw(&chunk, options, chunk.len())?;
                                 done.extend(batch.iter().copied().zip(lens));
                                 st = lock()?;
+                                st.busy.finished(slot, Instant::now());
+                                st.free_slots.push(slot);
                                 st.free += 1;
                                 st.in_batches -= batch.len();
                                 // A new document for each one finished (the closed

@@ -24,8 +24,9 @@ pub(crate) mod redis_conn;
 pub(crate) mod segment;
 
 pub use batcher::{
-    batch_size, lane_index, next_batch, next_lane_batch, next_streak, spawn, spawn_gated,
-    BatchError, BatcherHandle, CpuGate, Decision, GatePass, Lane, Pending, Policy,
+    batch_cost, batch_size, lane_index, next_batch, next_lane_batch, next_streak, spawn,
+    spawn_gated, BatchError, BatcherHandle, BusyEstimate, CpuGate, Decision, GatePass, Lane,
+    Pending, Policy,
 };
 pub use cache::{cache_value, cached_translation, Cache, CacheError, CacheKey, KeyContext};
 pub use engine::{

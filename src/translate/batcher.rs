@@ -305,10 +305,10 @@ pub fn next_batch<T: Borrow<Pending>>(
 /// shorter batches), within `max_batch_size` and the token budget. Equal counts are
 /// not equal work (decoding steps follow a batch's longest text): the last two
 /// batches of a 600-job backlog, 44 texts of up to 68 tokens and 32 of up to 54, ran
-/// 5.9 s and 2.7 s, and one replica idled for the difference (docs/benchmarks.md). In a backlog every text is soon
-/// overdue; the batch cut then still holds the oldest (the rest's batch that holds
-/// it, when the longest texts do not: they wait for the next replica), so the bounds
-/// hold.
+/// 5.9 s and 2.7 s, and one replica idled for the difference (docs/benchmarks.md).
+/// In a backlog every text is soon overdue; the batch cut then still holds the
+/// oldest (the rest's batch that holds it, when the longest texts do not: they wait
+/// for the next replica), so the bounds hold.
 // The policy's inputs are plain values the queue task and the simulations keep
 // separately; bundling them would only rename them at every call.
 #[allow(clippy::too_many_arguments)]
@@ -660,7 +660,7 @@ impl BusyEstimate {
     /// `replica` finished its batch at `at`.
     pub fn finished(&mut self, replica: usize, at: Instant) {
         if let Some((start, cost)) = self.running.get_mut(replica).and_then(Option::take) {
-            // Halve the weight of the past every few batches: the machine's speed
+            // Halve the weight of the past every two batches: the machine's speed
             // drifts (other load, turbo), and the drain needs today's.
             const KEEP: f64 = 0.7;
             self.seconds = self.seconds * KEEP + at.saturating_duration_since(start).as_secs_f64();

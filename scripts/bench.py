@@ -486,7 +486,15 @@ def main() -> None:
         ex, q = names()
         w = Worker(a.bin, a.model, ex, q, threads=2, cache=False)
         try:
+            # The worker's own account, immune to the machine's drift: per job, its
+            # time from delivery to reply less the engine call inside it.
+            jobs0 = worker_metric(w, "translation_worker_job_duration_seconds_sum")
+            infer0 = worker_metric(w, "translation_worker_inference_seconds_sum")
             r["lone_worker"] = loadgen(a.bin, ex, lone_file, a.lone, 1)
+            r["lone_worker"]["outside_engine_ms"] = 1000 * (
+                worker_metric(w, "translation_worker_job_duration_seconds_sum") - jobs0
+                - worker_metric(w, "translation_worker_inference_seconds_sum") + infer0
+            ) / a.lone
         finally:
             w.stop()
         after = engine(a.bin, a.model, lone_file, 1, 2, 1, a.lone, batch=1)
@@ -562,7 +570,7 @@ def backlog_only(a, sents, r) -> None:
     for (name, _, _), x in zip(order, runs):
         print(f"  {name:<40} {label} {x['segments_per_sec']:7.2f} seg/s  ceilings "
               f"{x['ceilings'][0]:.2f}/{x['ceilings'][1]:.2f}  ratio "
-              f"{x['segments_per_sec'] / x['ceiling_around']:.3f}")
+              f"{x['segments_per_sec'] / x['ceiling_around']:.3f}{timeline_note(x)}")
     for name, _, _ in variants:
         ratios = [x["segments_per_sec"] / x["ceiling_around"]
                   for (n, _, _), x in zip(order, runs) if n == name]
@@ -692,6 +700,41 @@ def curve(a) -> None:
             json.dump(rows, f, indent=2)
 
 
+def timeline_note(x) -> str:
+    """What a (d) run's batch timeline says (bench-engine --window prints one): how long
+    a replica idled at the end, how far the drain's estimate of the busy replicas' work
+    was off, and how much the engine's speed per cost unit varied between batches."""
+    t = x.get("timeline") or []
+    if not t:
+        return ""
+    run_end = max(b["end_ms"] for b in t)
+    last = {}
+    for b in t:
+        last[b["replica"]] = max(last.get(b["replica"], 0.0), b["end_ms"])
+    idle = run_end - min(last.values())
+    speeds = [b["cost"] / (b["end_ms"] - b["start_ms"]) for b in t
+              if b["end_ms"] > b["start_ms"] and b["cost"] > 0]
+    note = f"; replica idle at the end {idle:.0f} ms of {run_end:.0f}"
+    if speeds:
+        med = statistics.median(speeds)
+        note += (f"; batch speed max/min {max(speeds) / min(speeds):.2f} "
+                 f"over {len(speeds)} batches")
+        # The estimate the policy was given at each cut against what the other
+        # replicas' running batches then had left (in ms at the median speed).
+        errs = []
+        for b in t:
+            if b["busy_left"] <= 0:
+                continue
+            actual = sum(o["end_ms"] - b["start_ms"] for o in t if o is not b
+                         and o["start_ms"] <= b["start_ms"] < o["end_ms"])
+            if actual > 0:
+                errs.append(b["busy_left"] / med / actual)
+        if errs:
+            note += (f"; busy estimate / actual median {statistics.median(errs):.2f} "
+                     f"(range {min(errs):.2f}-{max(errs):.2f})")
+    return note
+
+
 def report(a, r, ceiling) -> None:
     closed = r["closed"]["segments_per_sec"]
     docs_ceiling = r["ceiling_docs"]["sentences_per_sec"]
@@ -721,13 +764,15 @@ def report(a, r, ceiling) -> None:
         figures.append((f"(d) policy over a window of {w} / sorted ceiling around it",
                         x["sentences_per_sec"] / x["ceiling_around"],
                         f"(padded/real tokens {x['padded_tokens'] / max(1, x['source_tokens']):.3f}; "
-                        f"/ first ceiling {x['sentences_per_sec'] / ceiling:.3f})"))
+                        f"/ first ceiling {x['sentences_per_sec'] / ceiling:.3f}"
+                        f"{timeline_note(x)})"))
     if "doc_window" in r:
         x = r["doc_window"]
         figures.append((f"(d) over 8 whole documents of {a.doc_sentences} / (c)'s ceiling around it",
                         x["sentences_per_sec"] / x["ceiling_around"],
                         f"(padded/real tokens {x['padded_tokens'] / max(1, x['source_tokens']):.3f}; "
-                        f"/ its first ceiling {x['sentences_per_sec'] / docs_ceiling:.3f})"))
+                        f"/ its first ceiling {x['sentences_per_sec'] / docs_ceiling:.3f}"
+                        f"{timeline_note(x)})"))
     figures.append(("  unsorted batches of the worker's size / sorted ceiling",
                     r["in_order"]["sentences_per_sec"] / ceiling,
                     f"(padded/real tokens {r['in_order']['padded_tokens'] / max(1, r['in_order']['source_tokens']):.3f})"))
@@ -763,6 +808,10 @@ def report(a, r, ceiling) -> None:
              lone_worker_p50 - lone_engine_p50, "<= 2 ms"),
             ("  same, fastest of each", lone_worker_ms - lone_engine_ms, "(diagnostic)"),
         ]
+        if "outside_engine_ms" in r["lone_worker"]:
+            figures.append(("  the worker's own: job duration - inference, ms per lone job",
+                            r["lone_worker"]["outside_engine_ms"],
+                            "(drift-free; excludes broker and client)"))
     if "two1x1" in r:
         figures.append(("multi-worker scaling (2 processes x 1 thread / 1 x 2 threads)",
                         r["two1x1"]["segments_per_sec"] / closed, ""))

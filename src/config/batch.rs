@@ -59,7 +59,7 @@ impl Default for BatchConfig {
             max_queued: 1024,
             max_settle_ms: 100,
             // Several scheduler slices: a backlog's jobs reach the batcher with pauses
-            // of a few milliseconds while a replica computes (docs/benchmarks.md).
+            // of a few milliseconds while a replica computes (docs/benchmarks-history.md).
             settle_gap_ms: 25,
             interactive_burst: 4,
             // A quarter of max_batch_tokens: the engine curve's sorted batches of

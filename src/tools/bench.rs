@@ -121,6 +121,30 @@ pub struct EngineBenchReport {
     /// Padded source tokens over all batches (texts × longest, per batch); for the
     /// default mode, of CTranslate2's sort-then-cut.
     pub padded_tokens: usize,
+    /// With `window`: every batch of the best run in the order cut, to see where the
+    /// replicas idled and how the drain's estimate compared with the engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<BatchTrace>>,
+}
+
+/// One batch of a `window` run, times in milliseconds since the run started.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchTrace {
+    /// The replica thread that ran it.
+    pub replica: usize,
+    /// When it was cut.
+    pub start_ms: f64,
+    /// When its engine call returned.
+    pub end_ms: f64,
+    /// Texts in it.
+    pub texts: usize,
+    /// Its longest source, in tokens.
+    pub longest: usize,
+    /// Its estimated cost ([`batch_cost`] units).
+    pub cost: u64,
+    /// What the policy was told the busy replicas had left when it was cut
+    /// ([`BusyEstimate::left`], the same units).
+    pub busy_left: u64,
 }
 
 /// Runs the benchmark. Blocks.
@@ -178,7 +202,7 @@ pub fn run(b: &EngineBenchOptions) -> Result<EngineBenchReport, EngineError> {
     let run_once = || -> Result<Pass, EngineError> {
         if b.in_order {
             translate_batches(&engine, &sources, &in_order, &options, b.replicas)
-                .map(|l| (l, Some(in_order.clone())))
+                .map(|l| (l, Some(in_order.clone()), None))
         } else if b.window > 0 {
             let shape = LoopShape {
                 in_flight: b.window.div_ceil(b.document_size.max(1)),
@@ -186,25 +210,27 @@ pub fn run(b: &EngineBenchOptions) -> Result<EngineBenchReport, EngineError> {
                 replicas: b.replicas,
             };
             closed_loop(&engine, &sources, shape, &policy, &options)
-                .map(|(l, batches)| (l, Some(batches)))
+                .map(|(l, batches, timeline)| (l, Some(batches), Some(timeline)))
         } else {
             engine
                 .translate_raw(&sources, &options, b.max_batch_size)
-                .map(|l| (l, None))
+                .map(|l| (l, None, None))
         }
     };
     run_once()?;
     let mut runs = Vec::with_capacity(b.repeat);
     let mut best_tokens = 0.0f64;
     let mut best_batches = None;
+    let mut timeline = None;
     for _ in 0..b.repeat.max(1) {
         let t = Instant::now();
-        let (out, batches) = run_once()?;
+        let (out, batches, trace) = run_once()?;
         let secs = t.elapsed().as_secs_f64();
         let sps = sources.len() as f64 / secs;
         if runs.iter().all(|r| *r < sps) {
             best_tokens = out.iter().sum::<usize>() as f64 / secs;
             best_batches = batches;
+            timeline = trace;
         }
         runs.push(sps);
     }
@@ -240,11 +266,13 @@ pub fn run(b: &EngineBenchOptions) -> Result<EngineBenchReport, EngineError> {
         batches,
         source_tokens: lens.iter().sum(),
         padded_tokens,
+        timeline,
     })
 }
 
-/// One timed pass: output lengths, and the batches it ran (`None`: CTranslate2's own).
-type Pass = (Vec<usize>, Option<Vec<Vec<usize>>>);
+/// One timed pass: output lengths, the batches it ran (`None`: CTranslate2's own) and,
+/// for a window, their timeline.
+type Pass = (Vec<usize>, Option<Vec<Vec<usize>>>, Option<Vec<BatchTrace>>);
 
 /// Groups `lines` into documents of `size` consecutive lines joined with newlines,
 /// cut into segments as the worker cuts a `split: sentences` text; returns the
@@ -287,6 +315,10 @@ struct LoopShape<'a> {
     replicas: usize,
 }
 
+/// What [`closed_loop`] returns: output lengths, the batches it cut (sentence
+/// indices) and their timeline.
+type LoopRun = (Vec<usize>, Vec<Vec<usize>>, Vec<BatchTrace>);
+
 /// What the replica threads of [`closed_loop`] share.
 struct LoopState {
     queue: VecDeque<Pending>,
@@ -305,6 +337,8 @@ struct LoopState {
     /// Texts in running batches.
     in_batches: usize,
     batches: Vec<Vec<usize>>,
+    /// `batches[i]`'s trace.
+    timeline: Vec<BatchTrace>,
 }
 
 /// A closed loop over the engine alone: `shape.window` sentences in flight (queued or
@@ -319,7 +353,7 @@ fn closed_loop(
     shape: LoopShape<'_>,
     policy: &Policy,
     options: &DecodeOptions,
-) -> Result<(Vec<usize>, Vec<Vec<usize>>), EngineError> {
+) -> Result<LoopRun, EngineError> {
     use std::sync::{Condvar, Mutex};
     let replicas = shape.replicas.max(1);
     let docs = shape.docs;
@@ -357,6 +391,7 @@ fn closed_loop(
         busy: BusyEstimate::new(replicas),
         in_batches: 0,
         batches: Vec::new(),
+        timeline: Vec::new(),
     });
     let changed = Condvar::new();
     let mut out = vec![0usize; sources.len()];
@@ -375,6 +410,7 @@ fn closed_loop(
                     let mut st = lock()?;
                     loop {
                         let now = Instant::now();
+                        let busy_left = st.busy.left(now);
                         // The worker's policy as its queue task calls it, but for the
                         // freed replica's wait (nothing answers back in this loop).
                         let decision = next_lane_batch(
@@ -386,7 +422,7 @@ fn closed_loop(
                             st.in_batches,
                             0,
                             None,
-                            st.busy.left(now),
+                            busy_left,
                         );
                         match decision {
                             Decision::Cut(positions) => {
@@ -397,8 +433,18 @@ fn closed_loop(
                                     .max()
                                     .unwrap_or(0);
                                 let slot = st.free_slots.pop().unwrap_or(0);
-                                st.busy
-                                    .started(slot, now, batch_cost(positions.len(), width));
+                                let cost = batch_cost(positions.len(), width);
+                                st.busy.started(slot, now, cost);
+                                let traced = st.timeline.len();
+                                st.timeline.push(BatchTrace {
+                                    replica: slot,
+                                    start_ms: ms_since(start, now),
+                                    end_ms: 0.0,
+                                    texts: positions.len(),
+                                    longest: width,
+                                    cost,
+                                    busy_left,
+                                });
                                 let mut batch = Vec::with_capacity(positions.len());
                                 for &p in positions.iter().rev() {
                                     st.queue.remove(p);
@@ -415,7 +461,11 @@ fn closed_loop(
                                 let lens = engine.translate_raw(&chunk, options, chunk.len())?;
                                 done.extend(batch.iter().copied().zip(lens));
                                 st = lock()?;
-                                st.busy.finished(slot, Instant::now());
+                                let ended = Instant::now();
+                                st.busy.finished(slot, ended);
+                                if let Some(trace) = st.timeline.get_mut(traced) {
+                                    trace.end_ms = ms_since(start, ended);
+                                }
                                 st.free_slots.push(slot);
                                 st.free += 1;
                                 st.in_batches -= batch.len();
@@ -474,11 +524,15 @@ fn closed_loop(
             out[i] = len;
         }
     }
-    let batches = state
+    let state = state
         .into_inner()
-        .map_err(|_| EngineError::Translate("bench lock poisoned".into()))?
-        .batches;
-    Ok((out, batches))
+        .map_err(|_| EngineError::Translate("bench lock poisoned".into()))?;
+    Ok((out, state.batches, state.timeline))
+}
+
+/// Milliseconds from `start` to `at`.
+fn ms_since(start: Instant, at: Instant) -> f64 {
+    at.saturating_duration_since(start).as_secs_f64() * 1e3
 }
 
 /// Joins scoped bench threads; a panicked one counts as an engine error.

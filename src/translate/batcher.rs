@@ -85,7 +85,7 @@ pub struct Policy {
     /// backlog reach the batcher with pauses of several milliseconds between them
     /// (the broker, Redis and the job tasks share the other core), and a burst wait
     /// that ended at the first such pause cut a small unsorted batch
-    /// (docs/benchmarks.md). Also how long a freed replica waits for the texts its
+    /// (docs/benchmarks-history.md). Also how long a freed replica waits for the texts its
     /// answers bring back ([`next_lane_batch`]'s `freed_at`).
     pub settle_gap: Duration,
     /// Most batches in a row led by interactive texts while bulk texts wait (at
@@ -193,7 +193,7 @@ fn partition(lens: &[usize], max_size: usize, max_tokens: usize) -> Vec<Run> {
 ///   for texts to come, so a held backlog is cut in full batches until what is left
 ///   is shared between the replicas (the half-share alone shrank the batches while a
 ///   backlog drained: 11 batches and 5 % slower than CTranslate2's own cut of the same
-///   600 sentences, docs/benchmarks.md).
+///   600 sentences, docs/benchmarks-history.md).
 pub fn batch_size(policy: &Policy, queued: usize, running: usize, replicas: usize) -> usize {
     let max = policy.max_batch_size.max(1);
     let min = policy.min_batch_size.clamp(1, max);
@@ -235,7 +235,7 @@ pub fn window(policy: &Policy, replicas: usize) -> usize {
 /// and the lane's window has room, a burst is under way: no bulk batch is cut until it
 /// ends, so its texts are sorted together. Without this, a busy worker's free replica
 /// took what had arrived first (4–8 texts of any length after `max_wait`, or the
-/// first full run), unsorted (docs/benchmarks.md).
+/// first full run), unsorted (docs/benchmarks-history.md).
 ///
 /// Bound: once the oldest queued text has waited `max(max_delay, max_wait)`, the next
 /// batch cut holds it; so a text is batched at most one cut per older text still
@@ -305,7 +305,7 @@ pub fn next_batch<T: Borrow<Pending>>(
 /// shorter batches), within `max_batch_size` and the token budget. Equal counts are
 /// not equal work (decoding steps follow a batch's longest text): the last two
 /// batches of a 600-job backlog, 44 texts of up to 68 tokens and 32 of up to 54, ran
-/// 5.9 s and 2.7 s, and one replica idled for the difference (docs/benchmarks.md).
+/// 5.9 s and 2.7 s, and one replica idled for the difference (docs/benchmarks-history.md).
 /// In a backlog every text is soon overdue; the batch cut then still holds the
 /// oldest (the rest's batch that holds it, when the longest texts do not: they wait
 /// for the next replica), so the bounds hold.
@@ -525,7 +525,7 @@ fn lane_choice<T: Borrow<Pending>>(
         // bring (a client with N jobs in flight sends the next ones as replies come
         // back): cut at once, it took the one or few texts left over and the
         // replacements waited for the next free replica, so a 64-in-flight loop ran
-        // batches of 1–5 texts between its full ones (docs/benchmarks.md). Never past
+        // batches of 1–5 texts between its full ones (docs/benchmarks-history.md). Never past
         // the oldest text's `max_delay`.
         deadline = deadline.max((freed + policy.settle_gap).min(head.enqueued + policy.max_delay));
     }
@@ -3034,7 +3034,7 @@ mod tests {
             /// has waited max(`max_delay`, `max_wait`), every cut its lane leads while it
             /// waits holds a text of its lane at least as old as it (the then-oldest). The
             /// bound tests alone, whose cuts take many texts each, let a policy that cut
-            /// the widest run of everything queued when overdue pass (docs/benchmarks.md).
+            /// the widest run of everything queued when overdue pass (docs/benchmarks-history.md).
             #[test]
             fn no_younger_text_overtakes_a_due_text_under_overload(
                 mut arrivals in proptest::collection::vec(laned_arrival(3000), 1..200),

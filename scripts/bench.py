@@ -52,11 +52,15 @@ round, alternating with the default's, so batcher settings and builds are compar
 within one sitting. With `--engine-window W` the runs are `bench-engine --window W`
 (leg (d): the policy over the engine alone, no broker) instead of the worker, which
 isolates the batching policy from the broker's noise (binary variants only: the
-engine bench does not read the worker's environment).
+engine bench does not read the worker's environment). Each worker run also prints the
+CPU-seconds spent during it: the worker's inference (wall time, from its /metrics) and
+the rest of its CPU time, RabbitMQ, Redis, the load generator, and the machine's idle
+and stolen time.
 """
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -546,7 +550,13 @@ def backlog_only(a, sents, r) -> None:
             ex, q = names()
             w = Worker(binary, a.model, ex, q, threads=2, extra=env)
             try:
-                return loadgen(a.bin, ex, sents, a.jobs, a.in_flight or a.jobs)
+                # Where the two cores went during the run: the engine inside the
+                # worker, the rest of the worker, and what shares the machine with it.
+                before = cpu_seconds(w)
+                x = loadgen(a.bin, ex, sents, a.jobs, a.in_flight or a.jobs)
+                after = cpu_seconds(w)
+                x["cpu_seconds"] = {k: after[k] - before[k] for k in before}
+                return x
             finally:
                 w.stop()
         return run
@@ -571,6 +581,9 @@ def backlog_only(a, sents, r) -> None:
         print(f"  {name:<40} {label} {x['segments_per_sec']:7.2f} seg/s  ceilings "
               f"{x['ceilings'][0]:.2f}/{x['ceilings'][1]:.2f}  ratio "
               f"{x['segments_per_sec'] / x['ceiling_around']:.3f}{timeline_note(x)}")
+        if "cpu_seconds" in x:
+            print("      CPU-seconds during the run: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in x["cpu_seconds"].items()))
     for name, _, _ in variants:
         ratios = [x["segments_per_sec"] / x["ceiling_around"]
                   for (n, _, _), x in zip(order, runs) if n == name]
@@ -580,6 +593,53 @@ def backlog_only(a, sents, r) -> None:
         with open(a.json_out, "w", encoding="utf-8") as f:
             json.dump({"backlog_only": [dict(x, variant=n) for (n, _, _), x in zip(order, runs)]},
                       f, indent=1)
+
+
+def proc_cpu(pid) -> float:
+    """User + system CPU-seconds of process `pid` so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of proc(5), counted after the command's closing parenthesis.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(comm) -> list:
+    """Every process whose command name is `comm`."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm", encoding="utf-8") as f:
+                    if f.read().strip() == comm:
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def cpu_seconds(worker) -> dict:
+    """CPU-seconds so far of the worker (its inference wall time from /metrics, and
+    the rest of its CPU time: negative when inference threads waited off the CPU),
+    RabbitMQ, Redis, this script's finished children (the load generator), and the
+    machine's idle and stolen seconds (all cores)."""
+    inference = worker_metric(worker, "translation_worker_inference_seconds_sum")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open("/proc/stat", encoding="ascii") as f:
+        # cpu user nice system idle iowait irq softirq steal ...
+        machine = [int(v) / os.sysconf("SC_CLK_TCK") for v in f.readline().split()[1:]]
+    return {
+        "worker inference": inference,
+        "worker other": proc_cpu(worker.proc.pid) - inference,
+        "rabbitmq": sum(proc_cpu(p) for p in pids_named("beam.smp")),
+        "redis": sum(proc_cpu(p) for p in pids_named("redis-server")),
+        "loadgen": children.ru_utime + children.ru_stime,
+        # The machine's: cores idle, and time the hypervisor ran something else.
+        "idle": machine[3] + machine[4],
+        "steal": machine[7],
+    }
 
 
 def worker_metric(worker, name) -> float:

@@ -13,16 +13,13 @@ each bench leg starts a fresh worker). Per run: its
 length from first cut to last answer, batches (and how many under 16 texts), replica
 time in inference and its share of the run, padded source tokens (texts x longest,
 summed over cuts), how long the replica that finished first then idled, and the
-engine's speed in the drain's cost units (`batcher::batch_cost`: texts x longest x
-(longest + 200)) per millisecond over batches of 8 or more texts. `--cuts` lists every
-cut and answer of the runs named.
+engine's speed in the drain's cost units (the `cost` each cut logs, `batch_cost`) per
+millisecond over batches of 8 or more texts. `--cuts` lists every cut and answer of the
+runs named, with the cost and the busy replicas' work left the drain was told of.
 """
 import argparse
 import json
 from datetime import datetime
-
-STEP_TOKENS = 200  # batcher.rs STEP_TOKENS
-
 
 def events(path):
     for line in open(path, encoding="utf-8"):
@@ -66,8 +63,14 @@ def main():
         for e in done:
             last[e["replica"]] = e["t"]
         idle = max(last.values()) - min(last.values()) if len(last) > 1 else 0.0
-        speeds = sorted(e["size"] * e["longest"] * (e["longest"] + STEP_TOKENS)
-                        / max(1, e["elapsed_ms"]) for e in done if e["size"] >= 8)
+        # Each answer's cost: the last cut on its replica (one batch at a time each).
+        cost_of, speeds = {}, []
+        for e in r:
+            if e["message"] == "batch cut":
+                cost_of[e["replica"]] = e.get("cost")
+            elif e["size"] >= 8 and cost_of.get(e["replica"]):
+                speeds.append(cost_of[e["replica"]] / max(1, e["elapsed_ms"]))
+        speeds.sort()
         small = sum(1 for e in cuts if e["size"] < 16)
         replicas = max(1, len(last))
         speed = (f"{speeds[len(speeds) // 2]:.0f} (min {speeds[0]:.0f}, max {speeds[-1]:.0f})"
@@ -80,7 +83,8 @@ def main():
             for e in r:
                 if e["message"] == "batch cut":
                     print(f"  {e['t'] - t0:8.3f} cut  r{e['replica']} {e['size']} x {e['width']}"
-                          f"  held {e.get('queued_bulk', 0)}")
+                          f"  held {e.get('queued_bulk', 0)}  cost {e.get('cost', '-')}"
+                          f"  busy left {e.get('busy_left', '-')}")
                 else:
                     print(f"  {e['t'] - t0:8.3f} done r{e['replica']} {e['size']} x {e['longest']}"
                           f"  {e['elapsed_ms']} ms")

@@ -1127,6 +1127,7 @@ async fn run(
             // When the most recently freed idle replica became free.
             let freed_at = idle.iter().filter_map(|&r| freed[r]).max();
             let now = Instant::now();
+            let busy_left = busy.left(now);
             match next_lane_batch(
                 &held.queue,
                 now,
@@ -1136,21 +1137,18 @@ async fn run(
                 in_batches,
                 streak,
                 freed_at,
-                busy.left(now),
+                busy_left,
             ) {
                 Decision::Cut(positions) => {
                     let Some(replica) = idle.pop() else {
                         break None;
                     };
                     running[replica] = positions.len();
-                    busy.started(
-                        replica,
-                        now,
-                        batch_cost(positions.len(), width(&held.queue, &positions)),
-                    );
+                    let cost = batch_cost(positions.len(), width(&held.queue, &positions));
+                    busy.started(replica, now, cost);
                     let led = lead_lane(&held.queue, &policy, streak) == Some(Lane::Interactive);
                     if tracing::enabled!(tracing::Level::DEBUG) {
-                        log_cut(&held, &positions, led, streak, replica);
+                        log_cut(&held, &positions, (led, streak), replica, (cost, busy_left));
                     }
                     let batch = take_batch(&mut held, &positions, &metrics);
                     streak = next_streak(streak, led, held.per_lane[0] > 0);
@@ -1296,8 +1294,15 @@ fn dec(count: &mut usize) {
 
 /// One debug event per cut: what a lane's latency is made of (which lane led, how
 /// many interactive texts rode, the batch's width, what stayed queued, how long the
-/// oldest interactive text had waited).
-fn log_cut(held: &Held, positions: &[usize], led: bool, streak: usize, replica: usize) {
+/// oldest interactive text had waited) and the drain's estimate, in [`batch_cost`]
+/// units (`cost`: this batch's; `busy_left`: what the busy replicas had left).
+fn log_cut(
+    held: &Held,
+    positions: &[usize],
+    (led, streak): (bool, usize),
+    replica: usize,
+    (cost, busy_left): (u64, u64),
+) {
     let now = Instant::now();
     let interactive = positions
         .iter()
@@ -1322,6 +1327,8 @@ fn log_cut(held: &Held, positions: &[usize], led: bool, streak: usize, replica: 
         queued_bulk = held.per_lane[lane_index(Lane::Bulk)],
         queued_interactive = held.per_lane[lane_index(Lane::Interactive)],
         oldest_interactive_ms,
+        cost,
+        busy_left,
         "batch cut"
     );
 }

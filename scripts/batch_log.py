@@ -12,9 +12,11 @@ A run starts at each worker's first cut (the one whose texts are logged as batch
 each bench leg starts a fresh worker). Per run: its
 length from first cut to last answer, batches (and how many under 16 texts), replica
 time in inference and its share of the run, padded source tokens (texts x longest,
-summed over cuts), how long the replica that finished first then idled, and the
+summed over cuts), the cuts' estimated cost (`batch_cost` units, summed), how long the replica that finished first then idled, and the
 engine's speed in the drain's cost units (the `cost` each cut logs, `batch_cost`) per
-millisecond over batches of 8 or more texts. `--cuts` lists every cut and answer of the
+millisecond over batches of 8 or more texts (the median batch's, and all their cost
+over all their time: compare the latter with `bench.py`'s "units/ms" of an engine-only
+run, `--and-engine-window`). `--cuts` lists every cut and answer of the
 runs named, with the cost and the busy replicas' work left the drain was told of.
 """
 import argparse
@@ -59,25 +61,28 @@ def main():
         done = [e for e in r if e["message"] == "batch done"]
         busy = sum(e["elapsed_ms"] for e in done) / 1000
         padded = sum(e["size"] * e["width"] for e in cuts)
+        cost = sum(e.get("cost") or 0 for e in cuts)
         last = {}
         for e in done:
             last[e["replica"]] = e["t"]
         idle = max(last.values()) - min(last.values()) if len(last) > 1 else 0.0
         # Each answer's cost: the last cut on its replica (one batch at a time each).
-        cost_of, speeds = {}, []
+        cost_of, speeds, units, ms = {}, [], 0, 0
         for e in r:
             if e["message"] == "batch cut":
                 cost_of[e["replica"]] = e.get("cost")
             elif e["size"] >= 8 and cost_of.get(e["replica"]):
                 speeds.append(cost_of[e["replica"]] / max(1, e["elapsed_ms"]))
+                units += cost_of[e["replica"]]
+                ms += max(1, e["elapsed_ms"])
         speeds.sort()
         small = sum(1 for e in cuts if e["size"] < 16)
         replicas = max(1, len(last))
-        speed = (f"{speeds[len(speeds) // 2]:.0f} (min {speeds[0]:.0f}, max {speeds[-1]:.0f})"
-                 if speeds else "-")
+        speed = (f"{speeds[len(speeds) // 2]:.0f} (min {speeds[0]:.0f}, max {speeds[-1]:.0f}; "
+                 f"all together {units / ms:.0f})" if speeds else "-")
         print(f"run {i}: {t1 - t0:.2f} s, {len(cuts)} batches ({small} under 16 texts), "
               f"inference {busy:.2f} replica-s ({busy / max(1e-9, replicas * (t1 - t0)):.2f} "
-              f"of {replicas}), padded {padded}, one replica idle at the end {idle * 1000:.0f} ms, "
+              f"of {replicas}), padded {padded}, cost {cost}, one replica idle at the end {idle * 1000:.0f} ms, "
               f"units/ms {speed}")
         if i in show:
             for e in r:

@@ -52,7 +52,10 @@ round, alternating with the default's, so batcher settings and builds are compar
 within one sitting. With `--engine-window W` the runs are `bench-engine --window W`
 (leg (d): the policy over the engine alone, no broker) instead of the worker, which
 isolates the batching policy from the broker's noise (binary variants only: the
-engine bench does not read the worker's environment). Each worker run also prints the
+engine bench does not read the worker's environment); with `--and-engine-window W`
+they are one more variant of each round, beside the worker's runs, so the engine's
+speed per cost unit inside the worker (`scripts/batch_log.py` on the worker's log) and
+alone (printed here) are compared within one sitting. Each worker run also prints the
 CPU-seconds spent during it: the worker's inference (wall time, from its /metrics) and
 the rest of its CPU time, RabbitMQ, Redis, the load generator, and the machine's idle
 and stolen time.
@@ -309,6 +312,9 @@ def main() -> None:
     p.add_argument("--engine-window", type=int, default=0, metavar="W",
                    help="with --backlog-only: run leg (d), bench-engine --window W (the "
                         "policy over the engine alone), instead of the worker")
+    p.add_argument("--and-engine-window", type=int, default=0, metavar="W",
+                   help="with --backlog-only: also run leg (d), bench-engine --window W, "
+                        "as one more variant of each round, beside the worker's runs")
     p.add_argument("--in-flight", type=int, default=0,
                    help="with --backlog-only: jobs in flight instead of all at once "
                         "(64: leg (a), the closed loop)")
@@ -529,21 +535,25 @@ def backlog_only(a, sents, r) -> None:
     --repeat rounds, each a run of the default worker and one per --variant, every run
     between two passes of the sorted ceiling at the worker's batch size, so variants
     are compared within one sitting on this noisy machine."""
-    # (name, worker environment, binary)
-    variants = [("default", {}, a.bin)]
-    for v in a.variant:
-        variants.append((v, dict(kv.split("=", 1) for kv in v.split(",")), a.bin))
-    for b in a.variant_bin:
-        variants.append((f"bin {b}", {}, b))
     if a.engine_window and a.variant:
         sys.exit("--engine-window runs bench-engine, which does not read --variant's "
                  "environment: compare builds with --variant-bin")
+    if a.engine_window and a.and_engine_window:
+        sys.exit("--engine-window and --and-engine-window: choose one")
+    # (name, worker environment, binary, bench-engine window: 0 runs the worker)
+    variants = [("default", {}, a.bin, a.engine_window)]
+    for v in a.variant:
+        variants.append((v, dict(kv.split("=", 1) for kv in v.split(",")), a.bin, 0))
+    for b in a.variant_bin:
+        variants.append((f"bin {b}", {}, b, a.engine_window))
+    if a.and_engine_window:
+        variants.append((f"engine W={a.and_engine_window}", {}, a.bin, a.and_engine_window))
 
-    def one_run(env, binary):
+    def one_run(env, binary, window):
         def run():
-            if a.engine_window:
+            if window:
                 x = engine(binary, a.model, sents, a.jobs, 2, 1, 1, batch=r["batch"],
-                           window=a.engine_window, tokens=r["tokens"],
+                           window=window, tokens=r["tokens"],
                            min_batch=r["min_batch"])
                 x["segments_per_sec"] = x["sentences_per_sec"]
                 return x
@@ -566,7 +576,7 @@ def backlog_only(a, sents, r) -> None:
                       batch=r["batch"])["sentences_per_sec"]
 
     order = [v for _ in range(max(1, a.repeat)) for v in variants]
-    runs = bracketed(ceiling, [one_run(env, binary) for _, env, binary in order])
+    runs = bracketed(ceiling, [one_run(env, binary, window) for _, env, binary, window in order])
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
     if a.engine_window:
@@ -577,21 +587,21 @@ def backlog_only(a, sents, r) -> None:
         leg = f"(a)-like, {label}" if a.in_flight else label
     print(f"CPU: {cpu}; model: {a.model}; leg {leg} only, {a.jobs} jobs, "
           f"ceiling batch {r['batch']}")
-    for (name, _, _), x in zip(order, runs):
+    for (name, *_), x in zip(order, runs):
         print(f"  {name:<40} {label} {x['segments_per_sec']:7.2f} seg/s  ceilings "
               f"{x['ceilings'][0]:.2f}/{x['ceilings'][1]:.2f}  ratio "
               f"{x['segments_per_sec'] / x['ceiling_around']:.3f}{timeline_note(x)}")
         if "cpu_seconds" in x:
             print("      CPU-seconds during the run: " + ", ".join(
                 f"{k} {v:.2f}" for k, v in x["cpu_seconds"].items()))
-    for name, _, _ in variants:
+    for name, *_ in variants:
         ratios = [x["segments_per_sec"] / x["ceiling_around"]
-                  for (n, _, _), x in zip(order, runs) if n == name]
+                  for (n, *_), x in zip(order, runs) if n == name]
         print(f"{name:<40} {label} / ceiling around the run: mean {statistics.mean(ratios):.3f}, "
               f"min {min(ratios):.3f}, max {max(ratios):.3f}")
     if a.json_out:
         with open(a.json_out, "w", encoding="utf-8") as f:
-            json.dump({"backlog_only": [dict(x, variant=n) for (n, _, _), x in zip(order, runs)]},
+            json.dump({"backlog_only": [dict(x, variant=n) for (n, *_), x in zip(order, runs)]},
                       f, indent=1)
 
 
@@ -774,11 +784,16 @@ def timeline_note(x) -> str:
     idle = run_end - min(last.values())
     speeds = [b["cost"] / (b["end_ms"] - b["start_ms"]) for b in t
               if b["end_ms"] > b["start_ms"] and b["cost"] > 0]
-    note = f"; replica idle at the end {idle:.0f} ms of {run_end:.0f}"
+    note = (f"; replica idle at the end {idle:.0f} ms of {run_end:.0f}; "
+            f"cost {sum(b['cost'] for b in t)}")
     if speeds:
         med = statistics.median(speeds)
+        # As scripts/batch_log.py counts the worker's: batches of 8 or more texts.
+        big = [b for b in t if b["texts"] >= 8 and b["end_ms"] > b["start_ms"]]
+        units = sum(b["cost"] for b in big) / max(1e-9, sum(b["end_ms"] - b["start_ms"]
+                                                             for b in big))
         note += (f"; batch speed max/min {max(speeds) / min(speeds):.2f} "
-                 f"over {len(speeds)} batches")
+                 f"over {len(speeds)} batches, units/ms {units:.0f}")
         # The estimate the policy was given at each cut against what the other
         # replicas' running batches then had left (in ms at the median speed).
         errs = []

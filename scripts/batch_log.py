@@ -9,15 +9,15 @@ Run a worker (or `scripts/bench.sh`) with the batcher at debug level and JSON lo
     python3 scripts/batch_log.py /tmp/w.log [--cuts N[,N...]]
 
 A run starts at each worker's first cut (the one whose texts are logged as batch 1:
-each bench leg starts a fresh worker). Per run: its
-length from first cut to last answer, batches (and how many under 16 texts), replica
-time in inference and its share of the run, padded source tokens (texts x longest,
-summed over cuts), the cuts' estimated cost (`batch_cost` units, summed), how long the replica that finished first then idled, and the
-engine's speed in the drain's cost units (the `cost` each cut logs, `batch_cost`) per
-millisecond over batches of 8 or more texts (the median batch's, and all their cost
-over all their time: compare the latter with `bench.py`'s "units/ms" of an engine-only
-run, `--and-engine-window`). `--cuts` lists every cut and answer of the
-runs named, with the cost and the busy replicas' work left the drain was told of.
+each bench leg starts a fresh worker). Per run: its length from first cut to last
+answer, batches (and how many under 16 texts), replica time in inference and its
+share of the run, padded source tokens (texts x longest, summed over cuts), the cuts'
+estimated cost (`batch_cost` units, summed), how long the replica that finished first
+then idled, and the engine's speed in those units per millisecond over batches of 8
+or more texts: the median batch's, and all their cost over all their time (compare the
+latter with `bench.py`'s "units/ms" of an engine-only run, `--and-engine-window`).
+`--cuts` lists every cut and answer of the runs named, with the cost and the busy
+replicas' work left the drain was told of.
 """
 import argparse
 import json

@@ -63,6 +63,13 @@ pub struct ModelConfig {
     /// Engine replicas sharing those threads; 0 means one replica per thread, which
     /// measured fastest on small CPUs (each replica runs its own batch).
     pub replicas: usize,
+    /// Niceness added to the engine's inference threads (Linux; 0–19, 0 = as the rest
+    /// of the worker). Inference keeps every core busy under load; below it, the
+    /// worker's own threads (consuming, cache lookups, tokenizing, replies, acks, AMQP
+    /// heartbeats, probes) run as soon as they have work, so a burst of jobs reaches
+    /// the batcher while the replicas compute. In a container this orders the pod's
+    /// own threads only (the pod's CPU share is its cgroup's).
+    pub inference_nice: u8,
     /// Default beam size (jobs may override it per request).
     pub beam_size: usize,
     /// Default maximum output length in tokens (jobs may override it).
@@ -103,6 +110,7 @@ impl Default for ModelConfig {
             compute_type: "int8".into(),
             threads: 0,
             replicas: 0,
+            inference_nice: DEFAULT_INFERENCE_NICE,
             beam_size: decode.beam_size as usize,
             max_decoding_length: decode.max_decoding_length as usize,
             max_input_length: 0,
@@ -194,6 +202,11 @@ impl ModelConfig {
             key("compute_type"),
             &format!("must be one of {}", COMPUTE_TYPES.join(", ")),
         )?;
+        check(
+            self.inference_nice <= MAX_NICE,
+            key("inference_nice"),
+            "must be between 0 and 19 (Linux niceness)",
+        )?;
         check_range(self.beam_size, &BEAM_SIZE, key("beam_size"))?;
         check_range(
             self.max_decoding_length,
@@ -246,6 +259,15 @@ fn check_range(
         &format!("must be in {}..={}", range.start(), range.end()),
     )
 }
+
+/// Default of `model.inference_nice`: at 10 a thread of the worker's own gets about
+/// nine tenths of a core it contends for with an inference thread (CFS weights 1024
+/// against 110), so it is rarely kept waiting, while inference still takes every
+/// cycle left over.
+const DEFAULT_INFERENCE_NICE: u8 = 10;
+
+/// The largest niceness Linux has.
+const MAX_NICE: u8 = 19;
 
 /// The compute types `model.compute_type` accepts, as [`parse_compute_type`] knows them.
 pub const COMPUTE_TYPES: [&str; 10] = [

@@ -249,9 +249,11 @@ impl Engine {
             ..Ct2Config::default()
         };
         let translator =
-            Translator::new(&cfg.path, &ct2_config).map_err(|e| EngineError::Load {
-                path: path.clone(),
-                message: format!("{e:#}"),
+            new_translator(&cfg.path, ct2_config, cfg.inference_nice).map_err(|message| {
+                EngineError::Load {
+                    path: path.clone(),
+                    message,
+                }
             })?;
         let ct2_json = std::fs::read(cfg.path.join("config.json"))
             .ok()
@@ -764,6 +766,66 @@ pub fn fingerprint_dir(dir: &Path) -> std::io::Result<[u8; 32]> {
     Ok(*h.finalize().as_bytes())
 }
 
+/// Builds the translator on a short-lived thread of its own, made `nice` steps
+/// nicer first: CTranslate2 starts its replica threads (and they their intra-op
+/// threads) in the constructor, and a Linux thread inherits its creator's niceness,
+/// so inference runs below every other thread of the worker without touching them.
+/// A niceness that cannot be set is logged and the model loaded all the same.
+fn new_translator(path: &Path, config: Ct2Config, nice: u8) -> Result<Translator, String> {
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("tw-engine-load".into())
+        .spawn(move || {
+            if nice > 0 {
+                match lower_thread_priority(nice) {
+                    Ok(now) => tracing::info!(inference_nice = now, "inference threads niced"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "could not lower the inference threads' priority; they run as the \
+                         rest of the worker"
+                    ),
+                }
+            }
+            Translator::new(&path, &config).map_err(|e| format!("{e:#}"))
+        })
+        .map_err(|e| format!("cannot start the model-loading thread: {e}"))?
+        .join()
+        .map_err(|_| "the model-loading thread panicked".to_owned())?
+}
+
+/// Adds `by` to the calling thread's niceness (Linux keeps it per thread) and returns
+/// the new value; the kernel caps it at 19.
+#[cfg(target_os = "linux")]
+fn lower_thread_priority(by: u8) -> std::io::Result<i32> {
+    // SAFETY: `gettid` has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    let who = libc::id_t::try_from(tid).map_err(std::io::Error::other)?;
+    // SAFETY: resetting errno is how `getpriority`'s -1 is told apart from an error.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: a plain system call about this thread; it reads no memory of ours.
+    let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, who) };
+    if now == -1 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error().unwrap_or(0) != 0 {
+            return Err(e);
+        }
+    }
+    let wanted = (now + i32::from(by)).min(19);
+    // SAFETY: as above; raising niceness needs no privilege.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, who, wanted) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(wanted)
+}
+
+/// Elsewhere the threads keep the worker's priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_thread_priority(_by: u8) -> std::io::Result<i32> {
+    Err(std::io::Error::other(
+        "thread niceness is only set on Linux",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -835,6 +897,85 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(engine.max_input_length(), 1024);
         assert_eq!(engine.max_decoding_steps, Some(1023));
+    }
+
+    /// Each thread's niceness, from `/proc/self/task/*/stat` (field 19).
+    #[cfg(target_os = "linux")]
+    fn thread_niceness() -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("procfs is mounted") {
+            let Ok(task) = task else { continue };
+            // A thread may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            if let Some(nice) = after_name.split_whitespace().nth(16) {
+                let nice = nice.parse().expect("the nice field is a number");
+                out.push((task.file_name().to_string_lossy().into_owned(), nice));
+            }
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn inference_threads_run_nicer_than_the_rest_of_the_worker() {
+        let me = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs");
+        let base: i32 = me
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+            .and_then(|n| n.parse().ok())
+            .expect("this thread's niceness");
+        // 7: no other test loads an engine with it (the default is 10).
+        let wanted = (base + 7).min(19);
+        let engine = Engine::load(&ModelConfig {
+            threads: 3,
+            replicas: 3,
+            inference_nice: 7,
+            ..ModelConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let niced = thread_niceness()
+            .into_iter()
+            .filter(|(_, n)| *n == wanted)
+            .count();
+        // One thread per replica at least (CTranslate2 started them in the constructor).
+        assert!(
+            niced >= 3,
+            "{niced} threads at niceness {wanted}: {:?}",
+            thread_niceness()
+        );
+        // The loading thread's niceness did not leak into the caller's.
+        let me = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs");
+        assert!(me.contains(&format!(" {base} ")), "{me}");
+        // And the niced replicas translate.
+        let out = engine
+            .translate(
+                &[engine.tokenize("hello world", None).expect("tokenizes")],
+                &[None],
+                &DecodeOptions::default(),
+            )
+            .expect("translates");
+        assert_eq!(out.len(), 1);
+        drop(engine);
+        // With 0 the threads keep the caller's niceness.
+        let before = thread_niceness()
+            .iter()
+            .filter(|(_, n)| *n == wanted)
+            .count();
+        let _plain = Engine::load(&ModelConfig {
+            threads: 2,
+            replicas: 2,
+            inference_nice: 0,
+            ..ModelConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let after = thread_niceness()
+            .iter()
+            .filter(|(_, n)| *n == wanted)
+            .count();
+        assert!(after <= before, "{before} -> {after}");
     }
 
     #[test]
